@@ -27,6 +27,10 @@ typedef struct idx_file {
  * than IDX_MAX_DIMS dimensions, sizes whose product overflows, and data
  * shorter or longer than the header says. Returns 0 or a negative code;
  * on success the caller frees with idx_free.
+ * Codes: -errno (cannot open/read), DADC_ETRUNC (shorter than the header
+ * or the data it announces), DADC_EFORMAT (bad magic, bad number of
+ * dimensions, data past the end), DADC_EDTYPE (not unsigned byte),
+ * DADC_ELIMIT (sizes overflow). On failure *out is zeroed.
  */
 int idx_load(const char *path, idx_file_t *out, dadc_error_t *err);
 
@@ -43,6 +47,21 @@ void idx_free(idx_file_t *f);
  */
 int idx_save(const char *path, const uint8_t *data, size_t count,
              const uint32_t *dims, int ndim, dadc_error_t *err);
+
+/*
+ * Check that f holds N x 28 x 28 images. Returns 0 or DADC_ESHAPE with a
+ * message naming name and the shape found.
+ */
+int idx_check_images(const idx_file_t *f, const char *name,
+                     dadc_error_t *err);
+
+/*
+ * Check that f holds count labels (one dimension), each 0..9. Returns 0,
+ * DADC_ESHAPE (wrong dimensions or count) or DADC_ERANGE (a label that
+ * is not a digit), with a message naming name.
+ */
+int idx_check_labels(const idx_file_t *f, size_t count, const char *name,
+                     dadc_error_t *err);
 
 /* The four MNIST files of a directory, checked to fit together. */
 typedef struct mnist {
