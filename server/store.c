@@ -876,24 +876,52 @@ typedef struct model_ctx {
     uint32_t version;
 } model_ctx_t;
 
-/* The running round a new version finishes must exist and be running. */
-static int model_round_check(store_t *s, MDB_txn *txn, uint32_t round,
-                             dadc_error_t *err)
+/*
+ * The running round a new version finishes must exist and be running.
+ * What the caller left empty (trigger, start, base) comes from the
+ * record store_round_begin wrote; the record is freed by the caller.
+ */
+static int model_round_merge(store_t *s, MDB_txn *txn,
+                             Dadc__RoundInfo *round,
+                             Dadc__RoundInfo **begun, dadc_error_t *err)
 {
     Dadc__RoundInfo *ri = NULL;
-    bool running;
     int rc;
 
-    rc = round_read(s, txn, round, &ri, err);
+    rc = round_read(s, txn, round->round, &ri, err);
     if (rc != 0)
         return rc;
-    running = ri->running;
-    dadc__round_info__free_unpacked(ri, NULL);
-    if (!running)
+    *begun = ri;
+    if (!ri->running)
         return dadc_error_set(err, DADC_ERANGE,
                               "store: round %u has already finished",
-                              round);
+                              round->round);
+    if (round->trigger == NULL || round->trigger[0] == '\0')
+        round->trigger = ri->trigger;
+    if (round->started_unix_ms == 0)
+        round->started_unix_ms = ri->started_unix_ms;
+    if (round->base_version == 0)
+        round->base_version = ri->base_version;
+    if (round->finished_unix_ms == 0)
+        round->finished_unix_ms = store_now_ms();
     return 0;
+}
+
+static int model_round_put(store_t *s, MDB_txn *txn,
+                           const Dadc__RoundInfo *given, uint32_t version,
+                           dadc_error_t *err)
+{
+    Dadc__RoundInfo round = *given, *begun = NULL;
+    int rc;
+
+    rc = model_round_merge(s, txn, &round, &begun, err);
+    if (rc == 0) {
+        round.running = false;
+        round.candidate_version = version;
+        rc = record_put(txn, s->rounds, round.round, &round.base);
+    }
+    dadc__round_info__free_unpacked(begun, NULL);
+    return rc;
 }
 
 static int store_model_fn(store_t *s, MDB_txn *txn, void *ctx,
@@ -901,7 +929,6 @@ static int store_model_fn(store_t *s, MDB_txn *txn, void *ctx,
 {
     model_ctx_t *mc = ctx;
     Dadc__ModelInfo info = *mc->info;
-    Dadc__RoundInfo round;
     uint8_t key[4];
     MDB_val k = { 4, key }, d = { mc->st_len, (void *)mc->st };
     int rc;
@@ -917,17 +944,9 @@ static int store_model_fn(store_t *s, MDB_txn *txn, void *ctx,
         (rc = record_put(txn, s->models, mc->version, &info.base)))
         return rc;
 
-    if (mc->round != NULL) {
-        rc = model_round_check(s, txn, mc->round->round, err);
-        if (rc != 0)
-            return rc;
-        round = *mc->round;
-        round.running = false;
-        round.candidate_version = mc->version;
-        rc = record_put(txn, s->rounds, round.round, &round.base);
-        if (rc != 0)
-            return rc;
-    }
+    if (mc->round != NULL &&
+        (rc = model_round_put(s, txn, mc->round, mc->version, err)))
+        return rc;
 
     if (mc->make_current && (rc = meta_put(txn, s, "current", 4,
                                            mc->version)))

@@ -189,7 +189,14 @@ int store_examples_scan(store_t *s, store_example_cb cb, void *user,
  * layers) are the caller's. *version_out gets the new version (may be
  * NULL). The store does not look inside st.
  *
- * Returns 0, DADC_ERANGE (st_len 0), DADC_ESTORE, -ENOMEM.
+ * round, when given, must name a round begun with store_round_begin and
+ * still running; its empty trigger, zero started_unix_ms, base_version
+ * and finished_unix_ms are filled from the begun record and the clock.
+ *
+ * Returns 0, or with nothing written:
+ *   DADC_ERANGE     st_len 0, or the round has already finished
+ *   DADC_ENOTFOUND  no such round
+ *   DADC_ESTORE, -ENOMEM
  */
 int store_model_add(store_t *s, const Dadc__ModelInfo *info,
                     const uint8_t *st, size_t st_len,
