@@ -14,6 +14,8 @@
 #include "dadc_error.h"
 
 #define IMAGE_MAX_SIDE 16384  /* larger files are refused */
+#define IMAGE_MAX_FILE_BYTES ((size_t)1 << 30)  /* image_load's limit */
+#define IMAGE_INK_MIN_CONTRAST 24  /* fainter marks are not ink */
 
 /* An 8-bit grayscale picture; pixels owned by whoever made it. */
 typedef struct image {
@@ -25,7 +27,10 @@ typedef struct image {
 /*
  * Make a 28x28 MNIST-style image (0 background, 255 ink) from a drawing.
  * Polarity is detected: a drawing whose border is mostly light is taken
- * as dark ink on light paper and inverted. Then: crop to the ink's
+ * as dark ink on light paper and inverted. The border's median is the
+ * paper; the range from it to the strongest ink is stretched to 0..255
+ * (a drawing whose strongest mark differs from the paper by less than
+ * IMAGE_INK_MIN_CONTRAST levels is empty). Then: crop to the ink's
  * bounding box, scale so the longer side is 20 px keeping the aspect
  * ratio (area-averaging, so thin strokes stay anti-aliased), and paste
  * into 28x28 with the centre of mass at the centre.
@@ -41,6 +46,11 @@ int image_to_mnist(const uint8_t *pixels, int width, int height,
  * told apart by their first bytes. Refuses truncated or malformed files
  * and sides over IMAGE_MAX_SIDE with a message. The caller frees
  * img->pixels with free().
+ * Codes: -errno (cannot open/read), DADC_ETRUNC (file ends early),
+ * DADC_EFORMAT (not PNG/PGM, corrupt data, bytes after a PGM's data),
+ * DADC_ELIMIT (a side over IMAGE_MAX_SIDE, checked before allocating the
+ * pixels, or a file over IMAGE_MAX_FILE_BYTES), DADC_ERANGE (a zero side
+ * or maxval, a PGM sample over maxval). On failure *img is zeroed.
  */
 int image_load(const char *path, image_t *img, dadc_error_t *err);
 
@@ -48,13 +58,20 @@ int image_load(const char *path, image_t *img, dadc_error_t *err);
 int image_decode(const uint8_t *buf, size_t len, const char *name,
                  image_t *img, dadc_error_t *err);
 
-/* Write 8-bit gray PNG / binary PGM. Returns 0 or a negative code. */
+/*
+ * Write 8-bit gray PNG / binary PGM (maxval 255), through a temporary
+ * file renamed over path. Returns 0, DADC_ERANGE for a side outside
+ * 1..IMAGE_MAX_SIDE, or -errno.
+ */
 int image_save_png(const char *path, const uint8_t *pixels, int width,
                    int height, dadc_error_t *err);
 int image_save_pgm(const char *path, const uint8_t *pixels, int width,
                    int height, dadc_error_t *err);
 
-/* Encode an 8-bit gray PNG into a malloc'd buffer. */
+/*
+ * Encode an 8-bit gray PNG into a malloc'd buffer (*buf, *len; the caller
+ * frees). Returns 0, DADC_ERANGE for a bad size or -ENOMEM.
+ */
 int image_encode_png(const uint8_t *pixels, int width, int height,
                      uint8_t **buf, size_t *len, dadc_error_t *err);
 
