@@ -139,6 +139,30 @@ static int fileio_write_parts(int fd, const dadc_file_part_t *parts,
     return 0;
 }
 
+/*
+ * Flush the directory holding path, so that a rename into it survives a
+ * crash. Best effort: some file systems refuse fsync on directories.
+ */
+static void fileio_dir_sync(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    int fd;
+
+    if (slash == NULL)
+        dir = strdup(".");
+    else
+        dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (dir == NULL)
+        return;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
 int dadc_file_write_atomic(const char *path, const dadc_file_part_t *parts,
                            int nparts, dadc_error_t *err)
 {
@@ -176,6 +200,7 @@ int dadc_file_write_atomic(const char *path, const dadc_file_part_t *parts,
                             tmp, strerror(errno));
         goto fail_write;
     }
+    fileio_dir_sync(path);
     free(tmp);
     return 0;
 

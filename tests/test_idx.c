@@ -181,7 +181,7 @@ static void mnist_pair_write(const char *dir, size_t n_images,
     free(labels);
 }
 
-/* A copy of the real train files plus a bad test pair in a temp dir. */
+/* Links to the real train files plus a bad test pair in a temp dir. */
 static int mnist_bad_load(size_t n_images, uint32_t side, size_t n_labels,
                           uint8_t label, dadc_error_t *err)
 {
@@ -192,8 +192,8 @@ static int mnist_bad_load(size_t n_images, uint32_t side, size_t n_labels,
 
     CHECK(src != NULL);
     snprintf(cmd, sizeof(cmd),
-             "cp '%s/train-images-idx3-ubyte' '%s/train-labels-idx1-ubyte' "
-             "'%s/'", src, src, test_tmpdir());
+             "ln -sf '%s/train-images-idx3-ubyte' "
+             "'%s/train-labels-idx1-ubyte' '%s/'", src, src, test_tmpdir());
     CHECK_EQ(system(cmd), 0);
     mnist_pair_write(test_tmpdir(), n_images, side, n_labels, label);
     rc = mnist_load(test_tmpdir(), &m, err);
