@@ -34,8 +34,9 @@ typedef struct image {
  * bounding box, scale so the longer side is 20 px keeping the aspect
  * ratio (area-averaging, so thin strokes stay anti-aliased), and paste
  * into 28x28 with the centre of mass at the centre.
- * Returns 0, DADC_EEMPTY when there is no ink, or DADC_ERANGE for a bad
- * size.
+ * pixels is width * height bytes, row-major; out gets 784 bytes.
+ * Returns 0, DADC_EEMPTY when there is no ink, DADC_ERANGE for a side
+ * outside 1..IMAGE_MAX_SIDE or NULL pixels, or -ENOMEM.
  */
 int image_to_mnist(const uint8_t *pixels, int width, int height,
                    uint8_t out[784], dadc_error_t *err);

@@ -285,6 +285,31 @@ static void test_low_contrast(void)
     free(b);
 }
 
+/* A big dark-on-light drawing through PNG and PGM files. */
+static void test_drawing_files(void)
+{
+    const uint8_t *src = digits.data + 7 * 784;
+    uint8_t *big = digit_enlarge(src, 10, 1, 250, 30);
+    uint8_t direct[784], out[784];
+    const char *names[2] = {"big.png", "big.pgm"};
+    dadc_error_t err;
+
+    CHECK_EQ(image_to_mnist(big, 280, 280, direct, &err), 0);
+    CHECK_EQ(image_save_png(test_path(names[0]), big, 280, 280, &err), 0);
+    CHECK_EQ(image_save_pgm(test_path(names[1]), big, 280, 280, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        image_t img;
+
+        CHECK_EQ(image_load(test_path(names[i]), &img, &err), 0);
+        CHECK(img.width == 280 && img.height == 280);
+        CHECK_EQ(image_to_mnist(img.pixels, img.width, img.height, out,
+                                &err), 0);
+        CHECK(memcmp(out, direct, 784) == 0);
+        free(img.pixels);
+    }
+    free(big);
+}
+
 static void test_tiny_drawing(void)
 {
     /* A 1x5 stroke in a 5x7 canvas: becomes a 4x20 bar, centred. */
@@ -856,6 +881,7 @@ int main(void)
     TEST_RUN(test_mnist_files_round_trip);
     TEST_RUN(test_enlarged_inverted);
     TEST_RUN(test_low_contrast);
+    TEST_RUN(test_drawing_files);
     TEST_RUN(test_tiny_drawing);
     TEST_RUN(test_empty_and_bad_drawings);
     TEST_RUN(test_aspect_ratio);
