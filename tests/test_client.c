@@ -107,6 +107,15 @@ static Dadc__Request *peer_read_request(int fd)
     return r;
 }
 
+/* Read and drop requests until the client hangs up. */
+static void peer_wait_hangup(int fd)
+{
+    Dadc__Request *r;
+
+    while ((r = peer_read_request(fd)) != NULL)
+        dadc__request__free_unpacked(r, NULL);
+}
+
 static void peer_send_raw(int fd, const void *buf, size_t len)
 {
     if (write(fd, buf, len) != (ssize_t)len) {
@@ -258,7 +267,7 @@ static void test_connect_refused(void)
 static void script_hello_ok(int fd)
 {
     peer_answer_hello(fd);
-    free(peer_read_request(fd));   /* wait for the client to hang up */
+    peer_wait_hangup(fd);
 }
 
 static void test_hello(void)
@@ -288,7 +297,7 @@ static void script_garbage(int fd)
 
     dadc__request__free_unpacked(req, NULL);
     peer_send_raw(fd, junk, sizeof(junk));
-    free(peer_read_request(fd));
+    peer_wait_hangup(fd);
 }
 
 static void test_garbage_frame(void)
@@ -313,7 +322,7 @@ static void script_huge_prefix(int fd)
 
     dadc__request__free_unpacked(req, NULL);
     peer_send_raw(fd, hdr, sizeof(hdr));
-    free(peer_read_request(fd));
+    peer_wait_hangup(fd);
 }
 
 static void test_huge_prefix(void)
@@ -331,7 +340,9 @@ static void test_huge_prefix(void)
 
 static void script_close(int fd)
 {
-    free(peer_read_request(fd));
+    Dadc__Request *req = peer_read_request(fd);
+
+    dadc__request__free_unpacked(req, NULL);
 }
 
 static void test_peer_closes(void)
@@ -353,7 +364,7 @@ static void script_silent(int fd)
 
     /* answer nothing; wait for the client to hang up */
     dadc__request__free_unpacked(req, NULL);
-    free(peer_read_request(fd));
+    peer_wait_hangup(fd);
 }
 
 static void test_timeout(void)
@@ -425,7 +436,7 @@ static void script_out_of_order(int fd)
             peer_send_status(fd, req[i]->id, 5, "no such version");
         dadc__request__free_unpacked(req[i], NULL);
     }
-    free(peer_read_request(fd));
+    peer_wait_hangup(fd);
 }
 
 static void send_predict(dadc_client_t *c, uint8_t first_pixel,
