@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "round.h"
 
 #ifndef DADC_VERSION
 #define DADC_VERSION "0.1.0"
@@ -86,16 +87,19 @@ static const opt_def_t opts[] = {
 
 void config_defaults(server_config_t *cfg)
 {
+    round_opts_t ro;
+
     memset(cfg, 0, sizeof(*cfg));
+    round_opts_default(&ro);
     strcpy(cfg->data_dir, "./dadc-data");
     strcpy(cfg->listen, "127.0.0.1:7070");
     strcpy(cfg->log_level, "info");
     cfg->round_threshold = 10;
     cfg->round_margin = 0.3;
     cfg->heldout_percent = 20;
-    cfg->replay_size = 2000;
-    cfg->round_epochs = 1;
-    cfg->round_lr = 0.01;
+    cfg->replay_size = (uint32_t)ro.replay;
+    cfg->round_epochs = (uint32_t)ro.epochs;
+    cfg->round_lr = ro.lr;
     cfg->base_epochs = 0;
     cfg->max_frame = 4u * 1024 * 1024;
     cfg->max_frame_pre_hello = 16u * 1024;

@@ -116,6 +116,7 @@ struct server {
 
     /* Predict and Flag queues, drained in the check callback. */
     pending_list_t predicts;
+    pending_list_t flags_new; /* waiting for the server's prediction */
     pending_list_t flags;     /* predicted, waiting to be committed */
     flag_job_t *flag_job;     /* commit in progress, or NULL */
 
@@ -160,6 +161,9 @@ int64_t server_unix_ms(void);
  * synchronous calls at once, queue Predict and Flag.
  */
 void handlers_dispatch(server_t *s, conn_t *c, Dadc__Request *req);
+
+/* Send resp (result set by the caller) with an OK status for id. */
+void handlers_reply_ok(conn_t *c, Dadc__Response *resp, uint64_t id);
 
 /* Send a response with a status only (no result) for request id. */
 void handlers_reply_status(conn_t *c, uint64_t id, Dadc__StatusCode code,
