@@ -15,6 +15,7 @@
 #define MNIST_BOX 20           /* the longer side of the digit itself */
 #define MNIST_CENTRE 14.0      /* where MNIST has its centre of mass */
 #define PNG_CHUNK_MAX (8u << 20)
+#define IMAGE_PAPER_SPREADS 7  /* paper noise: median deviations */
 
 /* ------------------------------------------------------------------ */
 /* Drawing to MNIST                                                    */
@@ -39,12 +40,30 @@ typedef struct image_axis {
     float *weight;
 } image_axis_t;
 
-/* Value of the border's median pixel. */
-static int image_border_median(const uint8_t *pixels, int w, int h)
+/* Median of a 256-bin histogram holding total counts. */
+static int image_hist_median(const size_t hist[256], size_t total)
 {
-    size_t hist[256] = {0};
-    size_t total = 0, seen = 0;
-    int median;
+    size_t seen = 0;
+    int v;
+
+    for (v = 0; v < 255; v++) {
+        seen += hist[v];
+        if (2 * seen >= total)
+            break;
+    }
+    return v;
+}
+
+/*
+ * The paper, from the drawing's border: its median gray value, and the
+ * median distance from it (how noisy the paper is). Both ignore ink
+ * that touches less than half of the border.
+ */
+static void image_paper_estimate(const uint8_t *pixels, int w, int h,
+                                 int *median, int *spread)
+{
+    size_t hist[256] = {0}, dev[256] = {0};
+    size_t total = 0;
 
     for (int x = 0; x < w; x++) {
         hist[pixels[x]]++;
@@ -56,33 +75,34 @@ static int image_border_median(const uint8_t *pixels, int w, int h)
     }
     for (int v = 0; v < 256; v++)
         total += hist[v];
-    for (median = 0; median < 255; median++) {
-        seen += hist[median];
-        if (2 * seen >= total)
-            break;
-    }
-    return median;
+    *median = image_hist_median(hist, total);
+
+    for (int v = 0; v < 256; v++)
+        dev[abs(v - *median)] += hist[v];
+    *spread = image_hist_median(dev, total);
 }
 
 /*
  * Build the table mapping a drawing's gray values to ink (0 none, 255
- * full). The median of the border is taken as the paper: light paper
- * means dark ink, so values are inverted. Then the range from the paper
- * to the strongest ink is stretched to 0..255, as MNIST digits all reach
- * full intensity. DADC_EEMPTY when no pixel stands out from the paper
- * by at least IMAGE_INK_MIN_CONTRAST levels.
+ * full). The border tells the paper: light paper means dark ink, so
+ * values are inverted. Everything within IMAGE_PAPER_SPREADS times the
+ * paper's noise of its level is paper; from there, the range up to the
+ * strongest ink is stretched to 0..255, as MNIST digits all reach full
+ * intensity. DADC_EEMPTY when no pixel stands out from the paper by at
+ * least IMAGE_INK_MIN_CONTRAST levels.
  */
 static int image_ink_lut(const uint8_t *pixels, int w, int h,
                          uint8_t lut[256])
 {
     bool present[256] = {false};
     size_t n = (size_t)w * h;
-    int median, paper, top = 0;
+    int median, spread, paper, top = 0;
     bool invert;
 
-    median = image_border_median(pixels, w, h);
+    image_paper_estimate(pixels, w, h, &median, &spread);
     invert = median > 127;
     paper = invert ? 255 - median : median;
+    paper += IMAGE_PAPER_SPREADS * spread;
     for (size_t i = 0; i < n; i++)
         present[pixels[i]] = true;
     for (int v = 0; v < 256; v++) {

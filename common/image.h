@@ -28,12 +28,14 @@ typedef struct image {
  * Make a 28x28 MNIST-style image (0 background, 255 ink) from a drawing.
  * Polarity is detected: a drawing whose border is mostly light is taken
  * as dark ink on light paper and inverted. The border's median is the
- * paper; the range from it to the strongest ink is stretched to 0..255
- * (a drawing whose strongest mark differs from the paper by less than
- * IMAGE_INK_MIN_CONTRAST levels is empty). Then: crop to the ink's
- * bounding box, scale so the longer side is 20 px keeping the aspect
- * ratio (area-averaging, so thin strokes stay anti-aliased), and paste
- * into 28x28 with the centre of mass at the centre.
+ * paper and its median deviation the paper's noise: values within seven
+ * such deviations of the paper count as paper, and the range from there
+ * to the strongest ink is stretched to 0..255 (a drawing whose strongest
+ * mark stands out by less than IMAGE_INK_MIN_CONTRAST levels is empty).
+ * Then: crop to the ink's bounding box, scale so the longer side is
+ * 20 px keeping the aspect ratio (area-averaging, so thin strokes stay
+ * anti-aliased), and paste into 28x28 with the centre of mass at pixel
+ * (14, 14), as in MNIST (the shift is rounded; what falls off is cut).
  * pixels is width * height bytes, row-major; out gets 784 bytes.
  * Returns 0, DADC_EEMPTY when there is no ink, DADC_ERANGE for a side
  * outside 1..IMAGE_MAX_SIDE or NULL pixels, or -ENOMEM.

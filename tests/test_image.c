@@ -285,6 +285,41 @@ static void test_low_contrast(void)
     free(b);
 }
 
+/* Paper with seeded noise reads like clean paper. */
+static void test_noisy_paper(void)
+{
+    uint64_t seed = 99;
+    double total = 0.0;
+
+    for (int i = 0; i < 20; i++) {
+        const uint8_t *src = digits.data + (size_t)i * 784;
+        uint8_t *clean = digit_enlarge(src, 10, 1, 255, 0);
+        uint8_t *noisy = digit_enlarge(src, 10, 1, 225, 20);
+        uint8_t oc[784], on[784];
+        dadc_error_t err;
+
+        /* Roughly normal noise, sigma about 5 levels. */
+        for (size_t k = 0; k < 280 * 280; k++) {
+            int r = 0;
+
+            for (int j = 0; j < 4; j++)
+                r += (int)(rng_next(&seed) % 9) - 4;
+            noisy[k] = (uint8_t)(noisy[k] + r < 0 ? 0 : noisy[k] + r);
+        }
+        CHECK_EQ(image_to_mnist(clean, 280, 280, oc, &err), 0);
+        CHECK_EQ(image_to_mnist(noisy, 280, 280, on, &err), 0);
+        check_mnist_shape(on, 19);
+        total += mean_abs_diff(oc, on, 784) / 20;
+        free(clean);
+        free(noisy);
+    }
+    printf("   noisy gray paper vs clean white: mean |diff| %.2f\n",
+           total);
+    /* Faint edges sink below the noise floor and the noisiest pixel sets
+     * full strength, so the digit is a little thinner and dimmer. */
+    CHECK_NEAR(total, 0.0, 6.0);
+}
+
 /* A big dark-on-light drawing through PNG and PGM files. */
 static void test_drawing_files(void)
 {
@@ -881,6 +916,7 @@ int main(void)
     TEST_RUN(test_mnist_files_round_trip);
     TEST_RUN(test_enlarged_inverted);
     TEST_RUN(test_low_contrast);
+    TEST_RUN(test_noisy_paper);
     TEST_RUN(test_drawing_files);
     TEST_RUN(test_tiny_drawing);
     TEST_RUN(test_empty_and_bad_drawings);

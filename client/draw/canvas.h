@@ -22,7 +22,7 @@
  * the canvas height ends up with strokes 2.5-3 px wide once the digit is
  * scaled to MNIST's 20 px box, as in MNIST itself.
  */
-#define CANVAS_BRUSH_DEFAULT 0.085f
+#define CANVAS_BRUSH_DEFAULT 0.10f
 
 /* Side of the buffer the model's input is made from, in pixels. */
 #define CANVAS_MODEL_SIDE 280
