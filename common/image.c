@@ -328,7 +328,6 @@ static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n',
 typedef struct png_job {
     png_structp png;
     png_infop info;
-    const char *name;
     int code;               /* DADC_* code for the error being raised */
     char msg[160];
     const uint8_t *in;      /* decoding: the file */
@@ -471,7 +470,6 @@ static int image_png_decode(const uint8_t *buf, size_t len,
     rc = png_size_check(buf, len, name, err);
     if (rc < 0)
         return rc;
-    job.name = name;
     job.in = buf;
     job.in_len = len;
     job.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &job,
