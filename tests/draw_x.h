@@ -1,0 +1,60 @@
+/*
+ * Helpers for the drawing client's tests: a real X server (Xvfb) of
+ * their own, dadc-draw runs with a timeout, a dadc-server on an
+ * ephemeral loopback port, and looking at screenshots.
+ */
+#ifndef DADC_TEST_DRAW_X_H
+#define DADC_TEST_DRAW_X_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "image.h"
+
+/*
+ * Start Xvfb on a display number it picks itself (-displayfd) and set
+ * DISPLAY; when Xvfb is not installed, set SDL_VIDEODRIVER=offscreen
+ * instead and say so on stdout. Returns "xvfb" or "offscreen". The X
+ * server dies with the test process.
+ */
+const char *draw_x_start(void);
+
+/* Stop the X server started by draw_x_start (if any). */
+void draw_x_stop(void);
+
+/*
+ * Run bin_dir/dadc-draw with args (NULL-terminated), stderr saved to a
+ * file in the test's temporary dir. Waits at most timeout_s seconds
+ * (then kills it). Returns the exit status, 128 + signal, or -1 on a
+ * timeout; *err_text (if not NULL) gets the stderr text (malloc'd).
+ */
+int draw_run(const char *const *args, int timeout_s, char **err_text);
+
+/* A dadc-server child on 127.0.0.1 with a port it picked. */
+typedef struct draw_server {
+    pid_t pid;
+    int port;
+    char address[64];
+} draw_server_t;
+
+/*
+ * Start dadc-server on data_dir (created if missing); port 0 lets it
+ * pick one, else it listens on that port. Waits until it serves (its
+ * port file appears), at most timeout_s. Fails the test on error.
+ */
+void draw_server_start(draw_server_t *s, const char *data_dir, int port,
+                       int timeout_s);
+
+/* SIGTERM the server and wait for it to exit; fails on a bad exit. */
+void draw_server_stop(draw_server_t *s);
+
+/* Variance of the gray values of img inside the rectangle. */
+double draw_region_variance(const image_t *img, int x, int y, int w,
+                            int h);
+
+/* Pixels darker than level inside the rectangle. */
+long draw_region_dark(const image_t *img, int x, int y, int w, int h,
+                      int level);
+
+#endif
