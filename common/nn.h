@@ -101,6 +101,14 @@ const nn_layer_spec_t *nn_model_layers(const nn_model_t *m, int *nlayers);
 size_t nn_model_nparams(const nn_model_t *m);
 
 /*
+ * The parameters: nn_model_nparams floats, laid out as the state_dict
+ * lists them (for each layer with weights: weight, then bias, in layer
+ * order; each row-major in PyTorch's shape). Valid while m lives.
+ */
+float *nn_model_params(nn_model_t *m);
+const float *nn_model_params_const(const nn_model_t *m);
+
+/*
  * The layer list as a JSON array, e.g.
  *   [{"kind":"conv2d","name":"conv1","in":1,"out":10,"k":5}, ...]
  * and back. The string is malloc'd; the caller frees it.
@@ -199,6 +207,37 @@ typedef struct nn_train_result {
 int nn_train(nn_model_t *m, const uint8_t *images, const uint8_t *labels,
              size_t n, const nn_train_opts_t *o, nn_train_result_t *res,
              dadc_error_t *err);
+
+/*
+ * A trainer: step-by-step SGD on a model, for callers that bring their
+ * own batches (nn_train is built on it). Uses o->batch (the largest
+ * batch a step may take), lr, momentum, weight_decay and seed; threads
+ * 0 means the engine default. The trainer writes m's parameters; m must
+ * outlive it. Momentum buffers start empty as in torch.optim.SGD.
+ * Returns 0, DADC_ERANGE or -ENOMEM.
+ */
+typedef struct nn_trainer nn_trainer_t;
+
+int nn_trainer_create(nn_trainer_t **out, nn_model_t *m,
+                      const nn_train_opts_t *o, int threads);
+void nn_trainer_free(nn_trainer_t *t);
+
+/* Dropout on (default) or off for the following steps. */
+void nn_trainer_set_dropout(nn_trainer_t *t, int on);
+/* The learning rate for the following steps. */
+void nn_trainer_set_lr(nn_trainer_t *t, double lr);
+
+/*
+ * One SGD step on n (1..batch) labelled images: forward, mean NLL loss
+ * into *loss (may be NULL), backward, update. Returns 0 or DADC_ERANGE
+ * (bad n or a label over 9).
+ */
+int nn_trainer_step(nn_trainer_t *t, const uint8_t *images,
+                    const uint8_t *labels, int n, double *loss);
+
+/* Gradients of the last step's mean loss (before the update), laid out
+ * as the parameters. Valid until the next step. */
+const float *nn_trainer_grads(const nn_trainer_t *t);
 
 /* ------------------------------------------------------------------ */
 /* Model files (safetensors)
