@@ -443,7 +443,7 @@ static int config_apply_args(server_config_t *cfg, int argc, char **argv,
                              dadc_error_t *err)
 {
     char key[64], where[80];
-    const char *value;
+    const char *value = NULL;
     int rc;
 
     for (int i = 1; i < argc; i++) {

@@ -1,0 +1,730 @@
+/*
+ * The real dadc-server under abuse, over raw sockets on 127.0.0.1: bad
+ * frames of every kind close only the offending connection, the limits
+ * hold (connections, frame deadline, unread answers, idle), pipelined
+ * requests come back with their ids, and SIGTERM shuts down cleanly.
+ *
+ * One server serves every case; it starts from a model file made here
+ * with fixed random weights, so no training is needed.
+ */
+#include "test_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dadc.pb-c.h"
+#include "frame.h"
+#include "nn.h"
+
+#define MAX_CONNS 12
+#define PENDING_OUT (64 * 1024)
+
+static pid_t server_pid;
+static int server_port;
+static char log_path[512];
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* ---- the server process ---- */
+
+/* A failed check exits: never leave the server behind. */
+static void server_kill(void)
+{
+    if (server_pid > 0)
+        kill(server_pid, SIGKILL);
+}
+
+static void make_model(const char *path)
+{
+    nn_model_t *m = NULL;
+    dadc_error_t err;
+
+    CHECK_EQ(nn_model_create_reference(&m), 0);
+    nn_model_init(m, 42);
+    if (nn_model_save(m, NULL, path, &err) != 0)
+        test_fail(__FILE__, __LINE__, "save model: %s",
+                  dadc_error_message(&err));
+    nn_model_free(m);
+}
+
+static void server_start(void)
+{
+    char bin[512], model[512], data[512], port_file[512], conns[16];
+    char pending[32];
+    const char *mnist = test_mnist_dir();
+    double deadline;
+
+    CHECK(mnist != NULL);
+    snprintf(bin, sizeof(bin), "%s/dadc-server", test_bin_dir());
+    snprintf(model, sizeof(model), "%s", test_path("init.safetensors"));
+    snprintf(data, sizeof(data), "%s", test_path("data"));
+    snprintf(port_file, sizeof(port_file), "%s", test_path("port"));
+    snprintf(log_path, sizeof(log_path), "%s", test_path("server.log"));
+    snprintf(conns, sizeof(conns), "%d", MAX_CONNS);
+    snprintf(pending, sizeof(pending), "%d", PENDING_OUT);
+    make_model(model);
+
+    atexit(server_kill);
+    server_pid = fork();
+    CHECK(server_pid >= 0);
+    if (server_pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execl(bin, bin, "--data-dir", data, "--mnist", mnist, "--listen",
+              "127.0.0.1:0", "--port-file", port_file, "--init-model",
+              model, "--frame-timeout", "0.5", "--idle-timeout", "3",
+              "--max-connections", conns, "--max-pending-out", pending,
+              "--log-level", "debug", (char *)NULL);
+        _exit(127);
+    }
+
+    /* The port file appears once the server answers Predict. */
+    deadline = now_s() + 120;
+    while (access(port_file, R_OK) != 0) {
+        int status;
+        if (waitpid(server_pid, &status, WNOHANG) == server_pid)
+            test_fail(__FILE__, __LINE__, "server exited (status %d); "
+                      "log: %s", status, test_read_file(log_path, NULL));
+        CHECK(now_s() < deadline);
+        sleep_ms(20);
+    }
+    char *text = test_read_file(port_file, NULL);
+    server_port = atoi(text);
+    free(text);
+    CHECK(server_port > 0);
+}
+
+/* ---- raw client helpers ---- */
+
+static int tc_connect_buf(int rcvbuf)
+{
+    struct sockaddr_in a;
+    struct timeval tv = {10, 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    CHECK(fd >= 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)server_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+static int tc_connect(void)
+{
+    return tc_connect_buf(0);
+}
+
+static void send_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        CHECK(n > 0);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void send_header(int fd, uint32_t len)
+{
+    uint8_t hdr[FRAME_HEADER_BYTES];
+
+    frame_header_encode(hdr, len);
+    send_all(fd, hdr, sizeof(hdr));
+}
+
+/* Pack req into a frame appended at buf + *off (buf large enough). */
+static size_t frame_request(uint8_t *buf, const Dadc__Request *req)
+{
+    size_t len = dadc__request__get_packed_size(req);
+
+    frame_header_encode(buf, (uint32_t)len);
+    dadc__request__pack(req, buf + FRAME_HEADER_BYTES);
+    return FRAME_HEADER_BYTES + len;
+}
+
+static void send_request(int fd, const Dadc__Request *req)
+{
+    size_t len = dadc__request__get_packed_size(req);
+    uint8_t *buf = malloc(len + FRAME_HEADER_BYTES);
+
+    CHECK(buf != NULL);
+    send_all(fd, buf, frame_request(buf, req));
+    free(buf);
+}
+
+/* Read exactly len bytes; 0 on success, -1 on EOF/reset/timeout. */
+static int recv_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The next message from the server, or NULL at EOF. */
+static Dadc__ServerMessage *recv_msg(int fd)
+{
+    uint8_t hdr[FRAME_HEADER_BYTES], *body;
+    Dadc__ServerMessage *msg;
+    uint32_t len;
+
+    if (recv_all(fd, hdr, sizeof(hdr)) != 0)
+        return NULL;
+    len = frame_header_decode(hdr);
+    CHECK(len <= FRAME_DEFAULT_MAX);
+    body = malloc(len + 1);
+    CHECK(body != NULL);
+    CHECK_EQ(recv_all(fd, body, len), 0);
+    msg = dadc__server_message__unpack(NULL, len, body);
+    free(body);
+    CHECK(msg != NULL);
+    return msg;
+}
+
+/* The next response; fails the test on EOF or an event. */
+static Dadc__Response *recv_response(int fd)
+{
+    Dadc__ServerMessage *msg = recv_msg(fd);
+    Dadc__Response *resp;
+
+    CHECK(msg != NULL);
+    CHECK_EQ(msg->kind_case, DADC__SERVER_MESSAGE__KIND_RESPONSE);
+    resp = msg->response;
+    msg->response = NULL;
+    msg->kind_case = DADC__SERVER_MESSAGE__KIND__NOT_SET;
+    dadc__server_message__free_unpacked(msg, NULL);
+    return resp;
+}
+
+static int status_of(const Dadc__Response *r)
+{
+    return r->status != NULL ? (int)r->status->code : 0;
+}
+
+/* The server closes fd: read gives EOF or a reset within 10 s. */
+static void expect_closed(int fd)
+{
+    uint8_t b[4096];
+    double deadline = now_s() + 10;
+    ssize_t n;
+
+    do {
+        n = recv(fd, b, sizeof(b), 0);
+        CHECK(now_s() < deadline);
+    } while (n > 0 || (n < 0 && errno == EINTR));
+    CHECK(n == 0 || errno == ECONNRESET);
+}
+
+/* An id-0 error answer with code, then the close. */
+static void expect_error_close(int fd, int code)
+{
+    Dadc__Response *r = recv_response(fd);
+
+    CHECK_EQ(r->id, 0);
+    CHECK_EQ(status_of(r), code);
+    CHECK(r->status->message != NULL && r->status->message[0] != '\0');
+    dadc__response__free_unpacked(r, NULL);
+    expect_closed(fd);
+}
+
+static void hello(int fd, uint64_t id)
+{
+    Dadc__Request req = DADC__REQUEST__INIT;
+    Dadc__HelloRequest h = DADC__HELLO_REQUEST__INIT;
+    Dadc__Response *r;
+
+    h.protocol_version = 1;
+    h.client_name = "test_server_abuse";
+    h.annotator = "tester";
+    req.id = id;
+    req.call_case = DADC__REQUEST__CALL_HELLO;
+    req.hello = &h;
+    send_request(fd, &req);
+    r = recv_response(fd);
+    CHECK_EQ(r->id, id);
+    CHECK_EQ(status_of(r), 0);
+    CHECK_EQ(r->result_case, DADC__RESPONSE__RESULT_HELLO);
+    CHECK_EQ(r->hello->current_model_version, 1);
+    CHECK_EQ(r->hello->max_inflight, 32);
+    dadc__response__free_unpacked(r, NULL);
+}
+
+/* A 28x28 image that depends on seed. */
+static void make_image(uint8_t img[NN_IMAGE_PIXELS], unsigned seed)
+{
+    for (int i = 0; i < NN_IMAGE_PIXELS; i++)
+        img[i] = (uint8_t)((i * 31 + seed * 97) % 256);
+}
+
+static void predict_request(Dadc__Request *req, Dadc__PredictRequest *p,
+                            ProtobufCBinaryData *imgs, size_t n,
+                            uint64_t id)
+{
+    dadc__request__init(req);
+    dadc__predict_request__init(p);
+    p->n_images = n;
+    p->images = imgs;
+    req->id = id;
+    req->call_case = DADC__REQUEST__CALL_PREDICT;
+    req->predict = p;
+}
+
+/* A full Hello + Predict exchange on a new connection. */
+static void expect_served(void)
+{
+    uint8_t img[NN_IMAGE_PIXELS];
+    ProtobufCBinaryData bd = {sizeof(img), img};
+    Dadc__Request req;
+    Dadc__PredictRequest p;
+    Dadc__Response *r;
+    int fd = tc_connect();
+    float sum = 0;
+
+    hello(fd, 1);
+    make_image(img, 1);
+    predict_request(&req, &p, &bd, 1, 2);
+    send_request(fd, &req);
+    r = recv_response(fd);
+    CHECK_EQ(r->id, 2);
+    CHECK_EQ(status_of(r), 0);
+    CHECK_EQ(r->predict->model_version, 1);
+    CHECK_EQ(r->predict->n_predictions, 1);
+    CHECK_EQ(r->predict->predictions[0]->n_probabilities, 10);
+    for (int i = 0; i < 10; i++)
+        sum += r->predict->predictions[0]->probabilities[i];
+    CHECK_NEAR(sum, 1.0, 1e-4);
+    dadc__response__free_unpacked(r, NULL);
+    close(fd);
+}
+
+static long server_rss_kib(void)
+{
+    char path[64], *text, *p;
+    long kib = -1;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)server_pid);
+    text = test_read_file(path, NULL);
+    p = strstr(text, "VmRSS:");
+    if (p != NULL)
+        kib = strtol(p + 6, NULL, 10);
+    free(text);
+    return kib;
+}
+
+/* ---- cases ---- */
+
+static void test_listening_logged(void)
+{
+    char *log = test_read_file(log_path, NULL);
+    char want[64];
+
+    snprintf(want, sizeof(want), "listening on 127.0.0.1:%d", server_port);
+    CHECK_CONTAINS(log, want);
+    CHECK_CONTAINS(log, "ready: serving model version 1");
+    free(log);
+    expect_served();
+}
+
+static void test_empty_frame(void)
+{
+    int fd = tc_connect();
+
+    send_header(fd, 0);
+    expect_error_close(fd, DADC__STATUS_CODE__INVALID_ARGUMENT);
+    close(fd);
+    expect_served();
+}
+
+static void test_oversized_prefix(void)
+{
+    int fd = tc_connect();
+    long before = server_rss_kib();
+
+    hello(fd, 1);
+    send_header(fd, 0xFFFFFFF0u);
+    send_all(fd, "abcdefgh", 8);
+    expect_error_close(fd, DADC__STATUS_CODE__RESOURCE_EXHAUSTED);
+    close(fd);
+    /* Nothing near the announced 4 GiB was allocated. */
+    CHECK_INT(server_rss_kib(), <, before + 64 * 1024);
+    expect_served();
+}
+
+static void test_over_max_frame_after_hello(void)
+{
+    int fd = tc_connect();
+
+    hello(fd, 1);
+    send_header(fd, FRAME_DEFAULT_MAX + 1);
+    expect_error_close(fd, DADC__STATUS_CODE__RESOURCE_EXHAUSTED);
+    close(fd);
+    expect_served();
+}
+
+static void test_pre_hello_17k(void)
+{
+    int fd = tc_connect();
+    uint8_t *body = calloc(1, 17 * 1024);
+
+    CHECK(body != NULL);
+    send_header(fd, 17 * 1024);
+    /* The peer may keep sending; the answer must still reach it. */
+    send_all(fd, body, 17 * 1024);
+    free(body);
+    expect_error_close(fd, DADC__STATUS_CODE__RESOURCE_EXHAUSTED);
+    close(fd);
+    expect_served();
+}
+
+static void test_truncated_frame(void)
+{
+    int fd = tc_connect();
+    uint8_t part[50];
+
+    memset(part, 0x08, sizeof(part));
+    send_header(fd, 100);
+    send_all(fd, part, sizeof(part));
+    close(fd);
+    expect_served();
+}
+
+static void test_garbage_frame(void)
+{
+    int fd = tc_connect();
+    uint8_t junk[32];
+
+    memset(junk, 0xff, sizeof(junk));
+    send_header(fd, sizeof(junk));
+    send_all(fd, junk, sizeof(junk));
+    expect_error_close(fd, DADC__STATUS_CODE__INVALID_ARGUMENT);
+    close(fd);
+
+    /* Raw bytes with no frame structure at all (an HTTP request). */
+    fd = tc_connect();
+    send_all(fd, "GET / HTTP/1.0\r\n\r\n", 18);
+    expect_error_close(fd, DADC__STATUS_CODE__RESOURCE_EXHAUSTED);
+    close(fd);
+    expect_served();
+}
+
+/* A bad argument is answered with the request's id; the connection
+ * stays open. */
+static void test_bad_argument_keeps_connection(void)
+{
+    uint8_t small[10] = {0};
+    ProtobufCBinaryData bd = {sizeof(small), small};
+    Dadc__Request req;
+    Dadc__PredictRequest p;
+    Dadc__Response *r;
+    int fd = tc_connect();
+
+    hello(fd, 1);
+    predict_request(&req, &p, &bd, 1, 77);
+    send_request(fd, &req);
+    r = recv_response(fd);
+    CHECK_EQ(r->id, 77);
+    CHECK_EQ(status_of(r), DADC__STATUS_CODE__INVALID_ARGUMENT);
+    CHECK_CONTAINS(r->status->message, "784");
+    dadc__response__free_unpacked(r, NULL);
+
+    /* Same connection, a version that does not exist. */
+    uint8_t img[NN_IMAGE_PIXELS];
+    ProtobufCBinaryData good = {sizeof(img), img};
+    make_image(img, 3);
+    predict_request(&req, &p, &good, 1, 78);
+    p.model_version = 99;
+    send_request(fd, &req);
+    r = recv_response(fd);
+    CHECK_EQ(r->id, 78);
+    CHECK_EQ(status_of(r), DADC__STATUS_CODE__NOT_FOUND);
+    dadc__response__free_unpacked(r, NULL);
+    hello(fd, 79);
+    close(fd);
+}
+
+static void test_slowloris(void)
+{
+    int fd = tc_connect();
+    uint8_t part[10] = {0};
+    double t0 = now_s(), waited;
+
+    hello(fd, 1);
+    send_header(fd, 100);
+    send_all(fd, part, sizeof(part));
+    /* Others are served while the slow frame waits. */
+    expect_served();
+    expect_error_close(fd, DADC__STATUS_CODE__DEADLINE_EXCEEDED);
+    waited = now_s() - t0;
+    CHECK(waited >= 0.4);
+    CHECK(waited < 5.0);
+    close(fd);
+    expect_served();
+}
+
+static void test_pipelined(void)
+{
+    enum { N = 100 };
+    static uint8_t buf[N * (NN_IMAGE_PIXELS + 64)];
+    uint8_t imgs[N][NN_IMAGE_PIXELS];
+    bool seen[N + 1] = {false};
+    uint32_t digit_of[N + 1];
+    size_t off = 0;
+    int fd = tc_connect();
+
+    hello(fd, 1000);
+    /* Predicts (ids 1..N, odd ones the same image) mixed with Stats, all
+     * in one write: more than the in-flight limit at once. */
+    for (int i = 1; i <= N; i++) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__PredictRequest p;
+        Dadc__StatsRequest st = DADC__STATS_REQUEST__INIT;
+        ProtobufCBinaryData bd = {NN_IMAGE_PIXELS, imgs[i - 1]};
+
+        make_image(imgs[i - 1], i % 2 ? 5 : (unsigned)i);
+        if (i % 10 == 0) {
+            req.id = (uint64_t)i;
+            req.call_case = DADC__REQUEST__CALL_STATS;
+            req.stats = &st;
+        } else {
+            predict_request(&req, &p, &bd, 1, (uint64_t)i);
+        }
+        off += frame_request(buf + off, &req);
+    }
+    send_all(fd, buf, off);
+
+    for (int k = 0; k < N; k++) {
+        Dadc__Response *r = recv_response(fd);
+        CHECK(r->id >= 1 && r->id <= N);
+        CHECK(!seen[r->id]);
+        seen[r->id] = true;
+        CHECK_EQ(status_of(r), 0);
+        if (r->id % 10 == 0) {
+            CHECK_EQ(r->result_case, DADC__RESPONSE__RESULT_STATS);
+            CHECK_EQ(r->stats->current_model_version, 1);
+        } else {
+            CHECK_EQ(r->result_case, DADC__RESPONSE__RESULT_PREDICT);
+            digit_of[r->id] = r->predict->predictions[0]->digit;
+        }
+        dadc__response__free_unpacked(r, NULL);
+    }
+    /* The same image gives the same answer wherever it sat. */
+    for (int i = 3; i <= N; i += 2) {
+        if (i % 10 != 0)
+            CHECK_EQ(digit_of[i], digit_of[1]);
+    }
+    close(fd);
+}
+
+/* Poll Stats until the server counts at most n connections (this one
+ * included); the server sees closes asynchronously. */
+static void wait_connections_at_most(uint32_t n)
+{
+    for (int tries = 0;; tries++) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__StatsRequest st = DADC__STATS_REQUEST__INIT;
+        Dadc__Response *r;
+        uint32_t now = UINT32_MAX;
+        int fd = tc_connect();
+
+        req.id = 9;
+        req.call_case = DADC__REQUEST__CALL_STATS;
+        req.stats = &st;
+        send_request(fd, &req);
+        r = recv_response(fd);
+        close(fd);
+        if (status_of(r) == 0)
+            now = r->stats->connections;
+        dadc__response__free_unpacked(r, NULL);
+        if (now <= n)
+            return;
+        CHECK(tries < 100);
+        sleep_ms(50);
+    }
+}
+
+static void test_connection_limit(void)
+{
+    int fds[MAX_CONNS + 8], n = 0, rejected = -1;
+
+    /* Fill up: every accepted connection answers Hello; the first one
+     * past the limit is told "server full" and closed. */
+    while (n < MAX_CONNS + 8) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__HelloRequest h = DADC__HELLO_REQUEST__INIT;
+        Dadc__Response *r;
+
+        fds[n] = tc_connect();
+        req.id = 5;
+        req.call_case = DADC__REQUEST__CALL_HELLO;
+        req.hello = &h;
+        send_request(fds[n], &req);
+        r = recv_response(fds[n]);
+        if (status_of(r) == DADC__STATUS_CODE__UNAVAILABLE) {
+            CHECK_EQ(r->id, 0);
+            CHECK_CONTAINS(r->status->message, "server full");
+            dadc__response__free_unpacked(r, NULL);
+            expect_closed(fds[n]);
+            rejected = n;
+            n++;
+            break;
+        }
+        CHECK_EQ(r->id, 5);
+        dadc__response__free_unpacked(r, NULL);
+        n++;
+    }
+    CHECK(rejected >= 1);
+    CHECK_INT(rejected, <=, MAX_CONNS);
+
+    /* One leaves: a new client gets in. */
+    close(fds[0]);
+    for (int tries = 0;; tries++) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__StatsRequest st = DADC__STATS_REQUEST__INIT;
+        Dadc__Response *r;
+        int fd = tc_connect();
+
+        req.id = 9;
+        req.call_case = DADC__REQUEST__CALL_STATS;
+        req.stats = &st;
+        send_request(fd, &req);
+        r = recv_response(fd);
+        close(fd);
+        if (status_of(r) == 0) {
+            CHECK_EQ(r->id, 9);
+            dadc__response__free_unpacked(r, NULL);
+            break;
+        }
+        dadc__response__free_unpacked(r, NULL);
+        CHECK(tries < 50);
+        sleep_ms(50);
+    }
+    for (int i = 1; i < n; i++)
+        close(fds[i]);
+    wait_connections_at_most(1);
+}
+
+/* A client that sends but never reads is dropped once PENDING_OUT bytes
+ * of answers wait for it. */
+static void test_slow_reader_dropped(void)
+{
+    enum { N = 400 };
+    uint8_t frame[64];
+    size_t len;
+    Dadc__Request req = DADC__REQUEST__INIT;
+    Dadc__GetModelRequest gm = DADC__GET_MODEL_REQUEST__INIT;
+    int fd = tc_connect_buf(4096);
+    size_t got = 0;
+    uint8_t b[65536];
+    ssize_t n;
+
+    hello(fd, 1);
+    req.id = 2;
+    req.call_case = DADC__REQUEST__CALL_GET_MODEL;
+    req.get_model = &gm;
+    len = frame_request(frame, &req);
+    /* Each answer is a whole model (~87 KB): N of them is ~35 MB. */
+    for (int i = 0; i < N; i++) {
+        if (send(fd, frame, len, MSG_NOSIGNAL) != (ssize_t)len)
+            break;
+    }
+    sleep_ms(500);
+    while ((n = recv(fd, b, sizeof(b), 0)) > 0)
+        got += (size_t)n;
+    CHECK(n == 0 || errno == ECONNRESET);
+    CHECK_INT(got, <, (size_t)N * 80000);
+    close(fd);
+    expect_served();
+}
+
+static void test_idle_closed(void)
+{
+    int fd = tc_connect();
+    double t0 = now_s();
+
+    hello(fd, 1);
+    expect_closed(fd);
+    CHECK(now_s() - t0 >= 2.5);
+    close(fd);
+}
+
+static void test_sigterm_clean(void)
+{
+    double deadline = now_s() + 30;
+    int status = 0;
+    char *log;
+
+    CHECK_EQ(kill(server_pid, SIGTERM), 0);
+    while (waitpid(server_pid, &status, WNOHANG) != server_pid) {
+        CHECK(now_s() < deadline);
+        sleep_ms(20);
+    }
+    server_pid = 0;
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+    log = test_read_file(log_path, NULL);
+    CHECK_CONTAINS(log, "stopping (SIGTERM)");
+    CHECK_CONTAINS(log, "stopped; store closed");
+    free(log);
+}
+
+int main(void)
+{
+    test_init("server_abuse", 240);
+    server_start();
+    TEST_RUN(test_listening_logged);
+    TEST_RUN(test_empty_frame);
+    TEST_RUN(test_oversized_prefix);
+    TEST_RUN(test_over_max_frame_after_hello);
+    TEST_RUN(test_pre_hello_17k);
+    TEST_RUN(test_truncated_frame);
+    TEST_RUN(test_garbage_frame);
+    TEST_RUN(test_bad_argument_keeps_connection);
+    TEST_RUN(test_slowloris);
+    TEST_RUN(test_pipelined);
+    TEST_RUN(test_connection_limit);
+    TEST_RUN(test_slow_reader_dropped);
+    TEST_RUN(test_idle_closed);
+    TEST_RUN(test_sigterm_clean);
+    return test_finish();
+}
