@@ -282,34 +282,54 @@ static int stats_fill_annotators(server_t *s, stats_parts_t *p,
     return 0;
 }
 
+static int round_figures_cmp(const void *a, const void *b)
+{
+    const Dadc__RoundFigures *x = *(Dadc__RoundFigures *const *)a;
+    const Dadc__RoundFigures *y = *(Dadc__RoundFigures *const *)b;
+
+    return x->round < y->round ? -1 : x->round > y->round;
+}
+
+/* Rounds with examples (from the aggregates) and rounds with a record
+ * (from the store), merged in round order. */
 static int stats_fill_rounds(server_t *s, stats_parts_t *p,
                              Dadc__StatsResponse *out, dadc_error_t *err)
 {
-    size_t n = stats_round_count(s->stats);
+    size_t n = stats_round_count(s->stats), total;
     int rc = store_rounds_list(s->store, &p->infos, &p->ninfos, err);
 
     if (rc != 0)
         return rc;
-    p->round_counts = calloc(n + 1, sizeof(*p->round_counts));
-    p->rounds = calloc(n + 1, sizeof(*p->rounds));
-    p->roundp = calloc(n + 1, sizeof(*p->roundp));
+    total = n + p->ninfos;
+    p->round_counts = calloc(total + 1, sizeof(*p->round_counts));
+    p->rounds = calloc(total + 1, sizeof(*p->rounds));
+    p->roundp = calloc(total + 1, sizeof(*p->roundp));
     if (p->round_counts == NULL || p->rounds == NULL || p->roundp == NULL)
         return dadc_error_set(err, -ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < total; i++) {
         uint32_t r = 0;
-        const stats_counts_t *sc = stats_round_at(s->stats, i, &r);
+        const stats_counts_t *sc = NULL;
 
-        dadc__round_figures__init(&p->rounds[i]);
-        counts_fill(&p->round_counts[i], sc);
-        p->rounds[i].round = r;
-        p->rounds[i].counts = &p->round_counts[i];
+        if (i < n)
+            sc = stats_round_at(s->stats, i, &r);
+        else if (stats_round_find(s->stats, p->infos[i - n]->round) == NULL)
+            r = p->infos[i - n]->round;
+        else
+            continue;
+        dadc__round_figures__init(&p->rounds[out->n_per_round]);
+        counts_fill(&p->round_counts[out->n_per_round], sc);
+        p->rounds[out->n_per_round].round = r;
+        p->rounds[out->n_per_round].counts =
+            &p->round_counts[out->n_per_round];
         for (size_t k = 0; k < p->ninfos; k++) {
             if (p->infos[k]->round == r)
-                p->rounds[i].info = p->infos[k];
+                p->rounds[out->n_per_round].info = p->infos[k];
         }
-        p->roundp[i] = &p->rounds[i];
+        p->roundp[out->n_per_round] = &p->rounds[out->n_per_round];
+        out->n_per_round++;
     }
-    out->n_per_round = n;
+    qsort(p->roundp, out->n_per_round, sizeof(*p->roundp),
+          round_figures_cmp);
     out->per_round = p->roundp;
     return 0;
 }
