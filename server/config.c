@@ -46,7 +46,7 @@ static const opt_def_t opts[] = {
     {"listen", STR(listen), "HOST:PORT to listen on; port 0 picks one"},
     {"mnist_dir", STR(mnist_dir), "MNIST IDX files (default DIR/mnist)"},
     {"init_model", STR(init_model),
-     "safetensors model for an empty store instead of base training"},
+     "model file for an empty store instead of base training"},
     {"port_file", STR(port_file), "write the bound port to this file"},
     {"log_level", OPT_LEVEL, OFF(log_level), 16, 0, 0,
      "error, warning, info or debug"},
@@ -346,40 +346,91 @@ static int config_load_env(server_config_t *cfg, dadc_error_t *err)
     return 0;
 }
 
+/* An option's value in cfg as text, in the units it is set in. */
+static void opt_format(const server_config_t *cfg, const opt_def_t *o,
+                       char *buf, size_t size)
+{
+    const char *field = (const char *)cfg + o->offset;
+    uint64_t u = 0;
+    double d;
+
+    switch (o->type) {
+    case OPT_STR:
+    case OPT_LEVEL:
+        snprintf(buf, size, "%s", field);
+        return;
+    case OPT_DOUBLE:
+        memcpy(&d, field, sizeof(d));
+        snprintf(buf, size, "%g", d);
+        return;
+    default:
+        break;
+    }
+    if (o->size == sizeof(uint32_t)) {
+        uint32_t v;
+        memcpy(&v, field, sizeof(v));
+        u = v;
+    } else {
+        memcpy(&u, field, sizeof(u));
+    }
+    if (o->type == OPT_MS)
+        snprintf(buf, size, "%g", (double)u / 1000.0);
+    else
+        snprintf(buf, size, "%llu", (unsigned long long)u);
+}
+
+/* "--data-dir" for "data_dir". */
+static void opt_flag(const opt_def_t *o, char *buf, size_t size)
+{
+    snprintf(buf, size, "--%s", o->key);
+    for (char *p = buf; *p != '\0'; p++)
+        *p = *p == '_' ? '-' : *p;
+}
+
+void config_print(const server_config_t *cfg)
+{
+    char value[CONFIG_PATH_MAX];
+
+    for (size_t k = 0; k < NOPTS; k++) {
+        opt_format(cfg, &opts[k], value, sizeof(value));
+        printf("%s = %s\n", opts[k].key, value);
+    }
+}
+
 void config_usage(const char *prog)
 {
     server_config_t d;
+    char flag[48], value[CONFIG_PATH_MAX];
 
     config_defaults(&d);
-    printf("usage: %s [--config FILE] [--data-dir DIR] [--listen HOST:PORT]"
-           "\n          [--mnist DIR] [--init-model FILE] [OPTION VALUE]..."
-           "\n\nThe DADC server: serves predictions, stores flagged "
+    printf("usage: %s [--config FILE] [--data-dir DIR]\n"
+           "         [--listen HOST:PORT] [--mnist DIR] [--KEY VALUE]...\n"
+           "\nThe DADC server: serves predictions, stores flagged "
            "examples, retrains\nthe model in rounds and keeps every "
-           "version.\n\nOptions (also `key = value` in the config file and "
-           "DADC_<KEY> in the\nenvironment; command line > environment > "
-           "config file > defaults):\n", prog);
-    printf("  --config FILE           settings file (also DADC_CONFIG)\n");
+           "version.\n\nSettings come from (later wins) the defaults, "
+           "the config file (`key =\nvalue` lines), the environment "
+           "(DADC_<KEY>) and the command line.\n"
+           "Sizes take K/KiB or M/MiB; durations are seconds or end in "
+           "\"ms\".\n\n", prog);
+    printf("  --config FILE\n      settings file (also DADC_CONFIG)\n");
     for (size_t k = 0; k < NOPTS; k++) {
-        char name[40];
-        size_t i;
-
-        snprintf(name, sizeof(name), "%s", opts[k].key);
-        for (i = 0; name[i] != '\0'; i++)
-            name[i] = name[i] == '_' ? '-' : name[i];
-        printf("  --%-22s%s\n", name, opts[k].help);
+        opt_flag(&opts[k], flag, sizeof(flag));
+        opt_format(&d, &opts[k], value, sizeof(value));
+        printf("  %s%s\n      %s", flag,
+               strcmp(opts[k].key, "mnist_dir") == 0 ? ", --mnist" : "",
+               opts[k].help);
+        if (value[0] != '\0' && strcmp(value, "0") != 0)
+            printf(" [%s]", value);
+        printf("\n");
     }
-    printf("  --mnist DIR             same as --mnist-dir\n"
-           "  --help, --version\n\n"
-           "Defaults: --data-dir %s --listen %s, MNIST in DIR/mnist,\n"
-           "round threshold %u, margin %.1f points, held out %u%%, "
-           "frames %u bytes\n(%u before Hello), %u requests in flight, "
-           "%u connections.\n\n"
+    printf("  --print-config\n      print the settings in effect and "
+           "exit\n  --help, --version\n\n"
+           "The bound address is logged (\"listening on HOST:PORT\"); "
+           "with --port-file\nthe port is written once the server "
+           "answers Predict.\n\n"
            "Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), "
-           "1 on a runtime\nfailure (store, model, address in use), "
-           "2 on a usage error.\n",
-           d.data_dir, d.listen, d.round_threshold, d.round_margin,
-           d.heldout_percent, d.max_frame, d.max_frame_pre_hello,
-           d.max_inflight, d.max_connections);
+           "1 when the server\ncannot start or fails while running, "
+           "2 on a usage error.\n");
 }
 
 /* The option name of argv[i] ("--key" or "--key=value") and its value. */
@@ -418,6 +469,8 @@ static int config_scan_args(int argc, char **argv, const char **config,
                             dadc_error_t *err)
 {
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--print-config") == 0)
+            continue;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             config_usage(argv[0]);
             return 1;
@@ -447,6 +500,8 @@ static int config_apply_args(server_config_t *cfg, int argc, char **argv,
     int rc;
 
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--print-config") == 0)
+            continue;
         rc = config_arg(argc, argv, &i, key, sizeof(key), &value, err);
         if (rc != 0)
             return rc;
@@ -494,5 +549,11 @@ int config_load(server_config_t *cfg, int argc, char **argv,
         snprintf(cfg->mnist_dir, sizeof(cfg->mnist_dir), "%s/mnist",
                  cfg->data_dir) >= (int)sizeof(cfg->mnist_dir))
         return dadc_error_set(err, DADC_ERANGE, "data-dir: too long");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--print-config") == 0) {
+            config_print(cfg);
+            return 1;
+        }
+    }
     return 0;
 }

@@ -58,8 +58,9 @@ void config_defaults(server_config_t *cfg);
 /*
  * Read the config file, the environment and the command line into cfg
  * (which config_load first sets to the defaults), in that order of
- * precedence, lowest first. Returns 0; 1 when --help or --version was
- * asked for (the text is already on stdout); or DADC_ERANGE /
+ * precedence, lowest first. Returns 0; 1 when --help, --version or
+ * --print-config was asked for (the text is already on stdout); or
+ * DADC_ERANGE /
  * DADC_EFORMAT / -errno with a message naming the source (file and line,
  * variable or option) in err.
  */
@@ -74,6 +75,10 @@ int config_set(server_config_t *cfg, const char *key, const char *value,
 /* Read a config file into cfg. Returns 0 or a negative code. */
 int config_load_file(server_config_t *cfg, const char *path,
                      dadc_error_t *err);
+
+/* Print the settings in effect, one `key = value` line each, in the
+ * config file's syntax, to stdout. */
+void config_print(const server_config_t *cfg);
 
 /* Print --help to stdout. */
 void config_usage(const char *prog);

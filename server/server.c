@@ -171,19 +171,16 @@ static int server_bound(server_t *s, char *name, size_t size)
     return port;
 }
 
-static int server_listen(server_t *s, dadc_error_t *err)
+static int server_listen(server_t *s, const struct sockaddr_storage *ss,
+                         dadc_error_t *err)
 {
-    struct sockaddr_storage ss;
     char name[128];
     int rc;
 
-    rc = server_parse_listen(s->cfg.listen, &ss, err);
-    if (rc != 0)
-        return rc;
     uv_tcp_init(s->loop, &s->listener);
     s->listener.data = s;
     s->listening = true;
-    rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0);
+    rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&s->listener, SERVER_BACKLOG,
                        server_connection_cb);
@@ -303,6 +300,7 @@ static void server_init_handles(server_t *s)
 int server_init(server_t *s, uv_loop_t *loop, const server_config_t *cfg,
                 dadc_error_t *err)
 {
+    struct sockaddr_storage addr;
     int rc;
 
     s->loop = loop;
@@ -313,16 +311,24 @@ int server_init(server_t *s, uv_loop_t *loop, const server_config_t *cfg,
     server_raise_fd_limit(s);
     server_init_handles(s);
 
-    rc = server_open_store(s, err);
+    rc = server_parse_listen(s->cfg.listen, &addr, err);
+    if (rc == 0)
+        rc = server_open_store(s, err);
     if (rc == 0)
         rc = server_load_mnist(s, err);
     if (rc == 0)
-        rc = server_listen(s, err);
+        rc = server_listen(s, &addr, err);
     if (rc == 0)
         rc = rounds_init(s, err);
     if (rc != 0) {
+        /* Nothing was served yet: close what is open, quietly. */
         s->exit_code = 1;
-        server_stop(s, "startup failed");
+        s->stopping = true;
+        s->cancel = 1;
+        if (s->listening)
+            uv_close((uv_handle_t *)&s->listener, NULL);
+        s->listening = false;
+        server_maybe_finish(s);
     }
     return rc;
 }
