@@ -127,23 +127,20 @@ static int child_wait(pid_t pid, int timeout_s)
                              : 128 + WTERMSIG(status);
 }
 
-int draw_run(const char *const *args, int timeout_s, char **err_text)
+pid_t draw_spawn(const char *const *args, const char *err_path)
 {
-    static int runs;
-    const char *err_path;
-    char prog[600], name[32];
+    static char prog[600];
     const char *argv[64];
     pid_t pid;
-    int n = 0, rc;
+    int n = 0;
 
     snprintf(prog, sizeof(prog), "%s/dadc-draw", test_bin_dir());
-    snprintf(name, sizeof(name), "draw-stderr-%d", runs++);
-    err_path = test_path(name);
     argv[n++] = prog;
     for (; args[n - 1] != NULL && n < 63; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
 
+    fflush(NULL);
     pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -151,72 +148,27 @@ int draw_run(const char *const *args, int timeout_s, char **err_text)
         execv(prog, (char *const *)argv);
         _exit(127);
     }
-    rc = child_wait(pid, timeout_s);
+    return pid;
+}
+
+int draw_wait(pid_t pid, int timeout_s)
+{
+    return child_wait(pid, timeout_s);
+}
+
+int draw_run(const char *const *args, int timeout_s, char **err_text)
+{
+    static int runs;
+    const char *err_path;
+    char name[32];
+    int rc;
+
+    snprintf(name, sizeof(name), "draw-stderr-%d", runs++);
+    err_path = test_path(name);
+    rc = child_wait(draw_spawn(args, err_path), timeout_s);
     if (err_text != NULL)
         *err_text = test_read_file(err_path, NULL);
     return rc;
-}
-
-void draw_server_start(draw_server_t *s, const char *data_dir, int port,
-                       int timeout_s)
-{
-    char prog[600], listen[64], port_file[600], log_file[600];
-    const char *mnist = test_mnist_dir();
-    double end = now_s() + timeout_s;
-    struct stat st;
-
-    CHECK(mnist != NULL);
-    snprintf(prog, sizeof(prog), "%s/dadc-server", test_bin_dir());
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    snprintf(port_file, sizeof(port_file), "%s.port", data_dir);
-    snprintf(log_file, sizeof(log_file), "%s.log", data_dir);
-    unlink(port_file);
-
-    s->pid = fork();
-    CHECK(s->pid >= 0);
-    if (s->pid == 0) {
-        child_prepare(log_file);
-        /* One epoch of base training keeps the test short; the model
-         * still reads digits well enough for these tests. */
-        execl(prog, prog, "--data-dir", data_dir, "--listen", listen,
-              "--port-file", port_file, "--mnist", mnist,
-              "--base-epochs", "1", (char *)NULL);
-        _exit(127);
-    }
-    while (stat(port_file, &st) != 0) {
-        int status;
-
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            char *log = test_read_file(log_file, NULL);
-
-            test_fail(__FILE__, __LINE__, "dadc-server exited: %s", log);
-        }
-        if (now_s() > end)
-            test_fail(__FILE__, __LINE__, "dadc-server not ready after "
-                      "%d s", timeout_s);
-        usleep(50000);
-    }
-    free(test_read_file(port_file, NULL));
-    {
-        char *text = test_read_file(port_file, NULL);
-
-        s->port = atoi(text);
-        free(text);
-    }
-    CHECK(s->port > 0);
-    snprintf(s->address, sizeof(s->address), "127.0.0.1:%d", s->port);
-}
-
-void draw_server_stop(draw_server_t *s)
-{
-    int rc;
-
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGTERM);
-    rc = child_wait(s->pid, 30);
-    s->pid = 0;
-    CHECK_EQ(rc, 0);
 }
 
 double draw_region_variance(const image_t *img, int x, int y, int w,

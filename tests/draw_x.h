@@ -1,7 +1,7 @@
 /*
  * Helpers for the drawing client's tests: a real X server (Xvfb) of
- * their own, dadc-draw runs with a timeout, a dadc-server on an
- * ephemeral loopback port, and looking at screenshots.
+ * their own, dadc-draw runs with a timeout, and looking at screenshots.
+ * (The servers come from e2e_util.h.)
  */
 #ifndef DADC_TEST_DRAW_X_H
 #define DADC_TEST_DRAW_X_H
@@ -31,23 +31,14 @@ void draw_x_stop(void);
  */
 int draw_run(const char *const *args, int timeout_s, char **err_text);
 
-/* A dadc-server child on 127.0.0.1 with a port it picked. */
-typedef struct draw_server {
-    pid_t pid;
-    int port;
-    char address[64];
-} draw_server_t;
-
 /*
- * Start dadc-server on data_dir (created if missing); port 0 lets it
- * pick one, else it listens on that port. Waits until it serves (its
- * port file appears), at most timeout_s. Fails the test on error.
+ * Start dadc-draw with args (as draw_run) without waiting; its stderr
+ * goes to err_path. Returns its pid.
  */
-void draw_server_start(draw_server_t *s, const char *data_dir, int port,
-                       int timeout_s);
+pid_t draw_spawn(const char *const *args, const char *err_path);
 
-/* SIGTERM the server and wait for it to exit; fails on a bad exit. */
-void draw_server_stop(draw_server_t *s);
+/* Wait for a spawned dadc-draw as draw_run does. */
+int draw_wait(pid_t pid, int timeout_s);
 
 /* Variance of the gray values of img inside the rectangle. */
 double draw_region_variance(const image_t *img, int x, int y, int w,

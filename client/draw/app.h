@@ -111,7 +111,7 @@ typedef struct app {
     net_status_t status;
     app_figures_t figures;
     char result[200];
-    bool result_good;         /* green when true */
+    int result_tone;          /* > 0 good, < 0 bad, 0 waiting */
     char notice[200];
     uint32_t notice_at;
 

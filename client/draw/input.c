@@ -143,10 +143,10 @@ static void finger_event(app_t *app, const SDL_TouchFingerEvent *ev)
     }
 }
 
-static void result_set(app_t *app, bool good, const char *text)
+static void result_set(app_t *app, int tone, const char *text)
 {
     snprintf(app->result, sizeof(app->result), "%s", text);
-    app->result_good = good;
+    app->result_tone = tone;
     app->dirty = true;
 }
 
@@ -156,7 +156,7 @@ static void flag_send(app_t *app, int digit)
     char text[200];
 
     if (!app_mnist_update(app)) {
-        result_set(app, false, "Draw a digit first, then press its key.");
+        result_set(app, -1, "Draw a digit first, then press its key.");
         return;
     }
     dadc_error_clear(&err);
@@ -168,7 +168,7 @@ static void flag_send(app_t *app, int digit)
     else
         snprintf(text, sizeof(text), "Your %d is kept and will be sent "
                  "when the server is back.", digit);
-    result_set(app, app->status.state == NET_CONNECTED, text);
+    result_set(app, 0, text);
 
     canvas_clear(&app->canvas);
     app->prediction.valid = false;

@@ -60,6 +60,7 @@ static void usage_print(FILE *out)
 "  wait-ms N             let N milliseconds pass\n"
 "  wait-prediction       until the current drawing's prediction is in\n"
 "  wait-connected        until the server has answered Hello\n"
+"  wait-disconnected     until the connection is down\n"
 "  wait-flags            until no flag waits to be delivered\n"
 "  wait-stats            until fresh dashboard figures have arrived\n"
 "  resize W H            set the window size\n"
@@ -223,7 +224,7 @@ static void flag_answer_show(app_t *app, const net_msg_t *m)
         snprintf(app->result, sizeof(app->result), "Not fooled: the model "
                  "also said %u. Try a trickier %d.", m->predicted,
                  m->label);
-    app->result_good = m->fooled;
+    app->result_tone = m->fooled ? 1 : -1;
 }
 
 static void net_drain(app_t *app)

@@ -92,6 +92,8 @@ static bool wait_done(player_t *pl, app_t *app, const replay_cmd_t *c)
                 p->seq == app->canvas.generation);
     case REPLAY_WAIT_CONNECTED:
         return app->status.state == NET_CONNECTED;
+    case REPLAY_WAIT_DISCONNECTED:
+        return app->status.state != NET_CONNECTED;
     case REPLAY_WAIT_FLAGS:
         return app->status.flags_waiting == 0;
     default:

@@ -19,6 +19,7 @@ static const op_name_t op_names[] = {
     {"wait-ms", REPLAY_WAIT_MS},
     {"wait-prediction", REPLAY_WAIT_PREDICTION},
     {"wait-connected", REPLAY_WAIT_CONNECTED},
+    {"wait-disconnected", REPLAY_WAIT_DISCONNECTED},
     {"wait-flags", REPLAY_WAIT_FLAGS},
     {"wait-stats", REPLAY_WAIT_STATS},
     {"resize", REPLAY_RESIZE},

@@ -14,6 +14,7 @@
  *   wait-prediction        until the prediction of the current drawing
  *                          has arrived
  *   wait-connected         until the server has answered Hello
+ *   wait-disconnected      until the connection is down
  *   wait-flags             until no flag is waiting to be delivered
  *   wait-stats             until the dashboard figures have arrived
  *   resize W H             set the window size (in window units)
@@ -40,6 +41,7 @@ typedef enum replay_op {
     REPLAY_WAIT_MS,
     REPLAY_WAIT_PREDICTION,
     REPLAY_WAIT_CONNECTED,
+    REPLAY_WAIT_DISCONNECTED,
     REPLAY_WAIT_FLAGS,
     REPLAY_WAIT_STATS,
     REPLAY_RESIZE,

@@ -20,6 +20,7 @@ static const SDL_Color col_accent = {38, 110, 214, 255};
 static const SDL_Color col_button = {250, 251, 253, 255};
 static const SDL_Color col_good = {24, 140, 72, 255};
 static const SDL_Color col_bad = {196, 56, 44, 255};
+static const SDL_Color col_warn = {184, 112, 0, 255};
 static const SDL_Color col_status = {44, 50, 62, 255};
 static const SDL_Color col_status_text = {232, 236, 242, 255};
 
@@ -400,16 +401,38 @@ static void bars_draw(app_t *app)
     }
 }
 
+/* Draw text wrapped to width w; returns the height used. */
+static int text_wrapped(app_t *app, const char *text, int x, int y, int w,
+                        SDL_Color c)
+{
+    SDL_Surface *s = TTF_RenderUTF8_Blended_Wrapped(app->fonts.normal,
+                                                    text, c, (Uint32)w);
+    SDL_Texture *t = s ? SDL_CreateTextureFromSurface(app->renderer, s)
+                       : NULL;
+    int h = s ? s->h : 0;
+
+    if (t != NULL) {
+        SDL_Rect dst = {x, y, s->w, s->h};
+
+        SDL_RenderCopy(app->renderer, t, NULL, &dst);
+        SDL_DestroyTexture(t);
+    }
+    SDL_FreeSurface(s);
+    return h;
+}
+
 static void result_draw(app_t *app)
 {
     SDL_Rect r = app->layout.result;
     int lh = TTF_FontHeight(app->fonts.normal) + u(app, 4), y = r.y;
-    char line[160];
+    char line[200];
 
     if (app->result[0] != '\0') {
         SDL_Surface *s = TTF_RenderUTF8_Blended_Wrapped(
             app->fonts.large, app->result,
-            app->result_good ? col_good : col_bad, (Uint32)r.w);
+            app->result_tone > 0 ? col_good
+                                 : (app->result_tone < 0 ? col_bad : col_warn),
+            (Uint32)r.w);
         SDL_Texture *t = s ? SDL_CreateTextureFromSurface(app->renderer, s)
                            : NULL;
 
@@ -423,11 +446,17 @@ static void result_draw(app_t *app)
         SDL_FreeSurface(s);
     }
     if (app->status.figures_known) {
-        snprintf(line, sizeof(line), "You have fooled it %llu times in "
-                 "%llu tries.", (unsigned long long)app->status.my_fooled,
-                 (unsigned long long)app->status.my_submitted);
+        unsigned long long f = app->status.my_fooled;
+        unsigned long long n = app->status.my_submitted;
+
+        snprintf(line, sizeof(line), "You have fooled it %llu time%s in "
+                 "%llu tr%s.", f, f == 1 ? "" : "s", n, n == 1 ? "y" : "ies");
         ui_text(app, app->fonts.normal, line, r.x, y, col_text, 0);
         y += lh;
+    }
+    if (app->status.state != NET_CONNECTED && app->status.error[0]) {
+        snprintf(line, sizeof(line), "Server: %s", app->status.error);
+        y += text_wrapped(app, line, r.x, y, r.w, col_dim) + u(app, 4);
     }
     ui_text(app, app->fonts.normal, "Press ? for the keys.", r.x, y,
             col_dim, 0);
@@ -468,14 +497,14 @@ static void status_connection(const net_status_t *st, char *buf, size_t n,
                               SDL_Color *c)
 {
     if (st->state == NET_CONNECTED) {
-        snprintf(buf, n, "\xe2\x97\x8f connected to %s", st->server);
+        snprintf(buf, n, "\xe2\x97\x8f %s: connected", st->server);
         *c = (SDL_Color){110, 210, 130, 255};
     } else if (st->state == NET_CONNECTING) {
-        snprintf(buf, n, "\xe2\x97\x8f connecting to %s...", st->server);
+        snprintf(buf, n, "\xe2\x97\x8f %s: connecting...", st->server);
         *c = (SDL_Color){240, 190, 80, 255};
     } else {
-        snprintf(buf, n, "\xe2\x97\x8f disconnected from %s, retry in "
-                 "%d s", st->server, (st->retry_in_ms + 999) / 1000);
+        snprintf(buf, n, "\xe2\x97\x8f %s: disconnected, retry in %d s",
+                 st->server, (st->retry_in_ms + 999) / 1000);
         *c = (SDL_Color){245, 110, 100, 255};
     }
 }
@@ -492,6 +521,13 @@ static void status_draw(app_t *app)
     status_connection(st, buf, sizeof(buf), &c);
     if (!status_item(app, buf, c, &x, limit))
         return;
+    if (st->flags_waiting > 0) {
+        snprintf(buf, sizeof(buf), "%d flag%s waiting to be sent",
+                 st->flags_waiting, st->flags_waiting == 1 ? "" : "s");
+        if (!status_item(app, buf, (SDL_Color){255, 170, 90, 255}, &x,
+                         limit))
+            return;
+    }
     if (app->notice[0] != '\0' &&
         SDL_GetTicks() - app->notice_at < 20000 &&
         !status_item(app, app->notice, (SDL_Color){255, 214, 102, 255},
@@ -514,11 +550,6 @@ static void status_draw(app_t *app)
                  st->pending_fooled, st->round_threshold);
         if (!status_item(app, buf, col_status_text, &x, limit))
             return;
-    }
-    if (st->flags_waiting > 0) {
-        snprintf(buf, sizeof(buf), "%d flag%s waiting to be sent",
-                 st->flags_waiting, st->flags_waiting == 1 ? "" : "s");
-        status_item(app, buf, (SDL_Color){255, 170, 90, 255}, &x, limit);
     }
 }
 
