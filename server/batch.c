@@ -4,12 +4,13 @@
  * Requests are queued as they are decoded. The check callback, which runs
  * once per iteration after all I/O of that iteration, calls batch_run:
  * every Predict waiting for the same model version goes through one
- * nn_predict call, and every Flag waiting gets the server's own
- * prediction by the current version in one more. Predicts are answered
- * right there; flags are then committed to the store together in one
- * transaction on the thread pool, and answered only after it committed.
- * While one commit runs, newly predicted flags wait and form the next
- * one, so a burst of flags costs few fsyncs.
+ * nn_predict call, answered right there (or, for a batch too large to
+ * run on the loop without delaying everyone else, from the thread pool).
+ * Every Flag waiting goes, together, to one job on the thread pool that
+ * makes the server's own predictions by the version current when the job
+ * starts and commits all the examples in one transaction; each Flag is
+ * answered only after that commit. While one commit runs, new flags wait
+ * and form the next one, so a burst of flags costs few fsyncs.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -19,9 +20,15 @@
 #include "log.h"
 #include "server.h"
 
+/* Images predicted on the loop thread at most; larger batches go to the
+ * thread pool. About a millisecond of the loop's time at the engine's
+ * target speed. */
+#define BATCH_ON_LOOP_MAX 64
+
 struct flag_job {
     uv_work_t req;
     server_t *s;
+    model_ref_t *model;       /* the version that predicts; referenced */
     pending_t *items;         /* the Flag requests of this commit */
     store_example_t *ex;      /* one per item, in request order */
     size_t n;
@@ -52,7 +59,6 @@ void pending_free(pending_t *p)
     if (p->req != NULL)
         dadc__request__free_unpacked(p->req, NULL);
     model_unref(p->model);
-    free(p->predicted);
     conn_unref(p->conn);
     free(p);
 }
@@ -65,14 +71,15 @@ void batch_queue_predict(server_t *s, pending_t *p)
 
 void batch_queue_flag(server_t *s, pending_t *p)
 {
-    list_append(&s->flags_new, p);
+    list_append(&s->flags, p);
     server_wake(s);
 }
 
 bool batch_busy(const server_t *s)
 {
-    return s->predicts.count > 0 || s->flags_new.count > 0 ||
-           s->flags.count > 0 || s->flag_job != NULL;
+    return s->predicts.count > 0 || s->flags.count > 0 ||
+           s->flag_job != NULL ||
+           s->predict_jobs > 0;
 }
 
 /* Run images (n of them) through m in one call. */
@@ -139,20 +146,13 @@ static uint8_t *batch_gather_predict(pending_t *group, size_t n)
     return images;
 }
 
-/* One nn_predict for every request in group (all for model m). */
-static void batch_predict_group(server_t *s, pending_t *group, size_t n)
+/* Answer every request of group from probs (or with the error rc), and
+ * free them. */
+static void predict_group_reply(pending_t *group, const float *probs,
+                                int rc)
 {
-    model_ref_t *m = group->model;
-    uint8_t *images = batch_gather_predict(group, n);
-    float *probs = malloc(n * NN_CLASSES * sizeof(float));
     size_t off = 0;
-    int rc = -ENOMEM;
 
-    if (images != NULL && probs != NULL)
-        rc = batch_infer(s, m, images, n, probs);
-    if (rc != 0)
-        LOG(LOG_WARNING, "predict", "model version %u failed on %zu "
-            "images: %s", m->version, n, dadc_strerror(rc));
     for (pending_t *p = group, *next; p != NULL; p = next) {
         next = p->next;
         if (rc != 0)
@@ -165,6 +165,82 @@ static void batch_predict_group(server_t *s, pending_t *group, size_t n)
         off += p->req->predict->n_images;
         pending_free(p);
     }
+}
+
+/* A large batch runs on the thread pool with its own scratch, so the
+ * loop keeps answering small requests meanwhile. The model is held by
+ * the group's references and never changes. */
+typedef struct predict_job {
+    uv_work_t req;
+    server_t *s;
+    pending_t *group;
+    model_ref_t *model;
+    uint8_t *images;
+    float *probs;
+    size_t n;
+    int rc;
+} predict_job_t;
+
+static void predict_work_cb(uv_work_t *req)
+{
+    predict_job_t *job = req->data;
+    size_t max = job->s->cfg.max_predict_batch;
+    nn_ctx_t *ctx = NULL;
+
+    job->rc = nn_ctx_create(&ctx, job->model->model,
+                            (int)(job->n < max ? job->n : max));
+    if (job->rc == 0)
+        job->rc = nn_predict(ctx, job->model->model, job->images, job->n,
+                             job->probs);
+    nn_ctx_free(ctx);
+}
+
+static void predict_after_cb(uv_work_t *req, int status)
+{
+    predict_job_t *job = req->data;
+    server_t *s = job->s;
+
+    (void)status;
+    s->predict_jobs--;
+    if (job->rc != 0)
+        LOG(LOG_WARNING, "predict", "model version %u failed on %zu "
+            "images: %s", job->model->version, job->n,
+            dadc_strerror(job->rc));
+    predict_group_reply(job->group, job->probs, job->rc);
+    free(job->images);
+    free(job->probs);
+    free(job);
+    server_maybe_finish(s);
+}
+
+/* One nn_predict for every request in group (all for model m): on the
+ * loop for small batches, on the thread pool for large ones. */
+static void batch_predict_group(server_t *s, pending_t *group, size_t n)
+{
+    model_ref_t *m = group->model;
+    uint8_t *images = batch_gather_predict(group, n);
+    float *probs = malloc(n * NN_CLASSES * sizeof(float));
+    predict_job_t *job = NULL;
+    int rc = -ENOMEM;
+
+    if (images != NULL && probs != NULL && n > BATCH_ON_LOOP_MAX)
+        job = calloc(1, sizeof(*job));
+    if (job != NULL) {
+        *job = (predict_job_t){.s = s, .group = group, .model = m,
+                               .images = images, .probs = probs, .n = n};
+        job->req.data = job;
+        s->predict_jobs++;
+        uv_queue_work(s->loop, &job->req, predict_work_cb,
+                      predict_after_cb);
+        return;
+    }
+
+    if (images != NULL && probs != NULL)
+        rc = batch_infer(s, m, images, n, probs);
+    if (rc != 0)
+        LOG(LOG_WARNING, "predict", "model version %u failed on %zu "
+            "images: %s", m->version, n, dadc_strerror(rc));
+    predict_group_reply(group, probs, rc);
     free(images);
     free(probs);
 }
@@ -198,58 +274,45 @@ static void batch_predicts(server_t *s)
     }
 }
 
-/* The server's own prediction for every waiting flag, by the current
- * version, in one model call; then they wait for a commit. */
-static void batch_flags_predict(server_t *s)
+/* On the pool: the server's own predictions by the job's model, then
+ * one transaction for all of the examples. */
+static int flag_job_predict(flag_job_t *job)
 {
-    model_ref_t *m = s->current;
-    pending_t *todo = list_take(&s->flags_new);
-    size_t n = 0, off = 0;
-    uint8_t *images, *dst;
-    float *probs;
+    size_t max = job->s->cfg.max_predict_batch;
+    uint8_t *images = malloc(job->n * NN_IMAGE_PIXELS);
+    float *probs = malloc(job->n * NN_CLASSES * sizeof(float));
+    nn_ctx_t *ctx = NULL;
     int rc = -ENOMEM;
 
-    for (pending_t *p = todo; p != NULL; p = p->next)
-        n += p->req->flag->n_items;
-    images = malloc(n * NN_IMAGE_PIXELS);
-    probs = malloc(n * NN_CLASSES * sizeof(float));
-    if (images != NULL && probs != NULL) {
-        dst = images;
-        for (pending_t *p = todo; p != NULL; p = p->next) {
-            const Dadc__FlagRequest *fr = p->req->flag;
-            for (size_t i = 0; i < fr->n_items; i++, dst += NN_IMAGE_PIXELS)
-                memcpy(dst, fr->items[i]->image.data, NN_IMAGE_PIXELS);
-        }
-        rc = batch_infer(s, m, images, n, probs);
+    if (images != NULL && probs != NULL)
+        rc = nn_ctx_create(&ctx, job->model->model,
+                           (int)(job->n < max ? job->n : max));
+    if (rc == 0) {
+        for (size_t i = 0; i < job->n; i++)
+            memcpy(images + i * NN_IMAGE_PIXELS, job->ex[i].image,
+                   NN_IMAGE_PIXELS);
+        rc = nn_predict(ctx, job->model->model, images, job->n, probs);
     }
-
-    for (pending_t *p = todo, *next; p != NULL; p = next) {
-        size_t k = p->req->flag->n_items;
-
-        next = p->next;
-        if (rc != 0) {
-            handlers_reply_status(p->conn, p->req->id,
-                                  DADC__STATUS_CODE__INTERNAL,
-                                  "prediction failed: %s",
-                                  dadc_strerror(rc));
-            pending_free(p);
-            continue;
-        }
-        for (size_t i = 0; i < k; i++)
-            p->predicted[i] = (uint8_t)nn_argmax(probs +
-                                                 (off + i) * NN_CLASSES);
-        p->flag_version = m->version;
-        off += k;
-        list_append(&s->flags, p);
+    for (size_t i = 0; rc == 0 && i < job->n; i++) {
+        job->ex[i].predicted = (uint8_t)nn_argmax(probs + i * NN_CLASSES);
+        job->ex[i].model_version = job->model->version;
     }
+    nn_ctx_free(ctx);
     free(images);
     free(probs);
+    return rc;
 }
 
 static void flag_work_cb(uv_work_t *req)
 {
     flag_job_t *job = req->data;
 
+    job->rc = flag_job_predict(job);
+    if (job->rc != 0) {
+        dadc_error_set(&job->err, job->rc, "prediction failed: %s",
+                       dadc_strerror(job->rc));
+        return;
+    }
     job->rc = store_examples_put(job->s->store, job->ex, job->n, &job->err);
 }
 
@@ -276,7 +339,7 @@ static void flag_reply(server_t *s, pending_t *p, const store_example_t *ex,
         res[i].heldout = ex[i].heldout;
         ptrs[i] = &res[i];
     }
-    out.model_version = p->flag_version;
+    out.model_version = k > 0 ? ex[0].model_version : 0;
     out.n_results = k;
     out.results = ptrs;
     out.pending_fooled = rounds_pending_fooled(s);
@@ -323,6 +386,7 @@ static void flag_after_cb(uv_work_t *req, int status)
         pending_free(p);
     }
     free(job->ex);
+    model_unref(job->model);
     free(job);
     batch_flags_commit(s);
     server_maybe_finish(s);
@@ -344,22 +408,20 @@ static int flag_job_fill(flag_job_t *job, pending_t *items, size_t n)
             store_example_t *e = &job->ex[off];
             memcpy(e->image, fr->items[i]->image.data, STORE_IMAGE_BYTES);
             e->label = (uint8_t)fr->items[i]->label;
-            e->predicted = p->predicted[i];
-            e->model_version = p->flag_version;
             memcpy(e->annotator, p->annotator, sizeof(e->annotator));
         }
     }
     return 0;
 }
 
-/* Start committing the predicted flags unless a commit is running. */
+/* Start committing the waiting flags unless a commit is running. */
 static void batch_flags_commit(server_t *s)
 {
     flag_job_t *job;
     size_t n = 0;
     pending_t *items;
 
-    if (s->flag_job != NULL || s->flags.count == 0)
+    if (s->flag_job != NULL || s->flags.count == 0 || s->current == NULL)
         return;
     for (pending_t *p = s->flags.head; p != NULL; p = p->next)
         n += p->req->flag->n_items;
@@ -367,6 +429,7 @@ static void batch_flags_commit(server_t *s)
     if (job == NULL)
         return;
     job->s = s;
+    job->model = model_ref(s->current);
     items = list_take(&s->flags);
     if (flag_job_fill(job, items, n) != 0) {
         job->rc = dadc_error_set(&job->err, -ENOMEM, "out of memory");
@@ -383,7 +446,5 @@ void batch_run(server_t *s)
 {
     if (s->predicts.count > 0)
         batch_predicts(s);
-    if (s->flags_new.count > 0 && s->current != NULL)
-        batch_flags_predict(s);
     batch_flags_commit(s);
 }

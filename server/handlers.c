@@ -184,13 +184,7 @@ static bool handle_flag(server_t *s, conn_t *c, Dadc__Request *req)
         }
     }
     p = pending_new(c, req);
-    if (p != NULL)
-        p->predicted = malloc(fr->n_items);
-    if (p == NULL || p->predicted == NULL) {
-        if (p != NULL) {
-            p->req = NULL;
-            pending_free(p);
-        }
+    if (p == NULL) {
         handlers_reply_status(c, req->id,
                               DADC__STATUS_CODE__RESOURCE_EXHAUSTED,
                               "out of memory");

@@ -51,7 +51,6 @@ static void server_check_cb(uv_check_t *h)
     }
     batch_run(s);
     if (s->resume == NULL && s->predicts.count == 0 &&
-        s->flags_new.count == 0 &&
         (s->flags.count == 0 || s->flag_job != NULL) && s->idle_active) {
         uv_idle_stop(&s->batch_idle);
         s->idle_active = false;
@@ -307,7 +306,6 @@ int server_init(server_t *s, uv_loop_t *loop, const server_config_t *cfg,
     s->cfg = *cfg;
     s->predicts.tail = &s->predicts.head;
     s->flags.tail = &s->flags.head;
-    s->flags_new.tail = &s->flags_new.head;
     server_raise_fd_limit(s);
     server_init_handles(s);
 

@@ -57,9 +57,6 @@ typedef struct pending {
     conn_t *conn;             /* holds a reference */
     Dadc__Request *req;       /* owned */
     model_ref_t *model;       /* Predict: the version asked for */
-    /* Flag: the server's predictions, one per item, and the version. */
-    uint8_t *predicted;
-    uint32_t flag_version;
     char annotator[STORE_ANNOTATOR_MAX];
 } pending_t;
 
@@ -116,9 +113,9 @@ struct server {
 
     /* Predict and Flag queues, drained in the check callback. */
     pending_list_t predicts;
-    pending_list_t flags_new; /* waiting for the server's prediction */
-    pending_list_t flags;     /* predicted, waiting to be committed */
+    pending_list_t flags;     /* waiting for the next commit */
     flag_job_t *flag_job;     /* commit in progress, or NULL */
+    unsigned predict_jobs;    /* large Predict batches on the pool */
 
     /* Rounds: one at a time. */
     round_job_t *round_job;   /* running, or NULL */
