@@ -47,7 +47,6 @@ struct nn_ctx {
     float *col[NN_MAX_LAYERS];     /* im2col of each conv2d's input */
     float *dcol;                   /* gradient of a col, training */
     float *mask[NN_MAX_LAYERS];    /* dropout scale factors, training */
-    uint8_t *argmax[NN_MAX_LAYERS];/* max-pool winners, training */
     float *dparams;                /* parameter gradients, training */
     void *mem;                     /* the one allocation behind these */
 };

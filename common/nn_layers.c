@@ -8,6 +8,11 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define NN_AVX2 1
+#endif
+
 #define NN_MEAN 0.1307f
 #define NN_STD 0.3081f
 
@@ -26,9 +31,65 @@ void nn_input_forward(float *out, const uint8_t *in, size_t n)
 /* ------------------------------------------------------------------ */
 /* conv2d */
 
-/* col (C*k*k, N*Ho*Wo) from in (C, N, H, W). */
-static void conv_im2col(float *col, const float *in, int n, int c, int h,
-                        int wd, int k)
+/* Sum of n floats; split over several accumulators so it vectorises. */
+static float sum_floats(const float *x, size_t n)
+{
+    float acc[16] = {0};
+    size_t i = 0;
+
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++)
+            acc[j] += x[i + j];
+    for (; i < n; i++)
+        acc[0] += x[i];
+    for (int j = 1; j < 16; j++)
+        acc[0] += acc[j];
+    return acc[0];
+}
+
+/* memcpy of a few floats without the call; the compiler vectorises it. */
+static inline void copy_floats(float *restrict dst,
+                               const float *restrict src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+/* Rows of 8 floats (8 wide outputs, as in the second convolution):
+ * gather ho rows at stride wd into dst / add them back. */
+static inline void row8_copy(float *restrict dst, const float *restrict src,
+                             int ho, int wd)
+{
+#ifdef NN_AVX2
+    for (int oy = 0; oy < ho; oy++)
+        _mm256_storeu_ps(dst + 8 * oy,
+                         _mm256_loadu_ps(src + (size_t)oy * wd));
+#else
+    for (int oy = 0; oy < ho; oy++)
+        copy_floats(dst + 8 * oy, src + (size_t)oy * wd, 8);
+#endif
+}
+
+static inline void row8_add(float *restrict dst, const float *restrict src,
+                            int ho, int wd)
+{
+#ifdef NN_AVX2
+    for (int oy = 0; oy < ho; oy++) {
+        float *d = dst + (size_t)oy * wd;
+
+        _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d),
+                                          _mm256_loadu_ps(src + 8 * oy)));
+    }
+#else
+    for (int oy = 0; oy < ho; oy++)
+        for (int x = 0; x < 8; x++)
+            dst[(size_t)oy * wd + x] += src[8 * oy + x];
+#endif
+}
+
+/* col (C*k*k, (n1-n0)*Ho*Wo) from images [n0, n1) of in (C, N, H, W). */
+static void conv_im2col(float *col, const float *in, int n, int n0, int n1,
+                        int c, int h, int wd, int k)
 {
     int ho = h - k + 1, wo = wd - k + 1;
     size_t plane = (size_t)h * wd;
@@ -36,13 +97,17 @@ static void conv_im2col(float *col, const float *in, int n, int c, int h,
     for (int ci = 0; ci < c; ci++) {
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
-                for (int ni = 0; ni < n; ni++) {
+                for (int ni = n0; ni < n1; ni++) {
                     const float *src =
                         in + ((size_t)ci * n + ni) * plane + ky * wd + kx;
 
+                    if (wo == 8) {
+                        row8_copy(col, src, ho, wd);
+                        col += 8 * ho;
+                        continue;
+                    }
                     for (int oy = 0; oy < ho; oy++) {
-                        memcpy(col, src + (size_t)oy * wd,
-                               sizeof(float) * wo);
+                        copy_floats(col, src + (size_t)oy * wd, wo);
                         col += wo;
                     }
                 }
@@ -51,21 +116,29 @@ static void conv_im2col(float *col, const float *in, int n, int c, int h,
     }
 }
 
-/* din (C, N, H, W) = sum of dcol (C*k*k, N*Ho*Wo) back over the windows. */
-static void conv_col2im(float *din, const float *dcol, int n, int c, int h,
-                        int wd, int k)
+/* Images [n0, n1) of din (C, N, H, W) = dcol (C*k*k, (n1-n0)*Ho*Wo)
+ * summed back over the windows. */
+static void conv_col2im(float *din, const float *dcol, int n, int n0,
+                        int n1, int c, int h, int wd, int k)
 {
     int ho = h - k + 1, wo = wd - k + 1;
     size_t plane = (size_t)h * wd;
 
-    memset(din, 0, sizeof(float) * plane * n * c);
+    for (int ci = 0; ci < c; ci++)
+        memset(din + ((size_t)ci * n + n0) * plane, 0,
+               sizeof(float) * plane * (n1 - n0));
     for (int ci = 0; ci < c; ci++) {
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
-                for (int ni = 0; ni < n; ni++) {
+                for (int ni = n0; ni < n1; ni++) {
                     float *dst =
                         din + ((size_t)ci * n + ni) * plane + ky * wd + kx;
 
+                    if (wo == 8) {
+                        row8_add(dst, dcol, ho, wd);
+                        dcol += 8 * ho;
+                        continue;
+                    }
                     for (int oy = 0; oy < ho; oy++) {
                         float *d = dst + (size_t)oy * wd;
 
@@ -79,24 +152,180 @@ static void conv_col2im(float *din, const float *dcol, int n, int c, int h,
     }
 }
 
+#ifdef NN_AVX2
+/*
+ * Direct kernels for a one-channel 5x5 convolution of 28x28 images (the
+ * first layer): each output row is three 8-float vectors, so a block of
+ * G output channels keeps 3*G accumulators in registers and every input
+ * vector loaded feeds G fused multiply-adds. Faster than im2col+GEMM
+ * here, where the GEMM would be only 25 deep.
+ */
+#define C1_SIDE 28
+#define C1_OUT 24
+
+static inline __attribute__((always_inline)) void
+conv1_block(float *out, const float *src, const float *w, const float *b,
+            int o0, int n, int ni, int y, const int G)
+{
+    __m256 acc[4][3];
+
+    for (int j = 0; j < G; j++)
+        for (int v = 0; v < 3; v++)
+            acc[j][v] = _mm256_broadcast_ss(&b[o0 + j]);
+    for (int ky = 0; ky < 5; ky++) {
+        const float *row = src + (y + ky) * C1_SIDE;
+
+        for (int kx = 0; kx < 5; kx++) {
+            __m256 x0 = _mm256_loadu_ps(row + kx);
+            __m256 x1 = _mm256_loadu_ps(row + kx + 8);
+            __m256 x2 = _mm256_loadu_ps(row + kx + 16);
+
+            for (int j = 0; j < G; j++) {
+                __m256 wv = _mm256_broadcast_ss(&w[(o0 + j) * 25 + ky * 5 +
+                                                   kx]);
+
+                acc[j][0] = _mm256_fmadd_ps(wv, x0, acc[j][0]);
+                acc[j][1] = _mm256_fmadd_ps(wv, x1, acc[j][1]);
+                acc[j][2] = _mm256_fmadd_ps(wv, x2, acc[j][2]);
+            }
+        }
+    }
+    for (int j = 0; j < G; j++) {
+        float *dst = out + ((size_t)(o0 + j) * n + ni) * C1_OUT * C1_OUT +
+                     y * C1_OUT;
+
+        for (int v = 0; v < 3; v++)
+            _mm256_storeu_ps(dst + 8 * v, acc[j][v]);
+    }
+}
+
+static void conv1_forward_avx2(float *out, const float *in, const float *w,
+                               const float *b, int n, int oc)
+{
+    for (int ni = 0; ni < n; ni++) {
+        const float *src = in + (size_t)ni * C1_SIDE * C1_SIDE;
+
+        for (int y = 0; y < C1_OUT; y++) {
+            int o = 0;
+
+            for (; o + 4 <= oc; o += 4)
+                conv1_block(out, src, w, b, o, n, ni, y, 4);
+            for (; o + 2 <= oc; o += 2)
+                conv1_block(out, src, w, b, o, n, ni, y, 2);
+            for (; o < oc; o++)
+                conv1_block(out, src, w, b, o, n, ni, y, 1);
+        }
+    }
+}
+
+static float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
+                          _mm256_extractf128_ps(v, 1));
+
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* dw of output channels o0..o0+G-1 over images [n0, n1). */
+static inline __attribute__((always_inline)) void
+conv1_dw_block(float *dw, const float *dout, const float *in, int o0, int n,
+               int n0, int n1, const int G)
+{
+    for (int ky = 0; ky < 5; ky++)
+        for (int kx = 0; kx < 5; kx++) {
+            __m256 acc[5];
+
+            for (int j = 0; j < G; j++)
+                acc[j] = _mm256_setzero_ps();
+            for (int ni = n0; ni < n1; ni++) {
+                const float *src = in + (size_t)ni * C1_SIDE * C1_SIDE +
+                                   ky * C1_SIDE + kx;
+
+                for (int y = 0; y < C1_OUT; y++) {
+                    __m256 x0 = _mm256_loadu_ps(src + y * C1_SIDE);
+                    __m256 x1 = _mm256_loadu_ps(src + y * C1_SIDE + 8);
+                    __m256 x2 = _mm256_loadu_ps(src + y * C1_SIDE + 16);
+
+                    for (int j = 0; j < G; j++) {
+                        const float *d = dout + ((size_t)(o0 + j) * n + ni) *
+                                                    C1_OUT * C1_OUT +
+                                         y * C1_OUT;
+
+                        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(d), x0,
+                                                 acc[j]);
+                        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(d + 8), x1,
+                                                 acc[j]);
+                        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(d + 16), x2,
+                                                 acc[j]);
+                    }
+                }
+            }
+            for (int j = 0; j < G; j++)
+                dw[(o0 + j) * 25 + ky * 5 + kx] += hsum256(acc[j]);
+        }
+}
+
+static void conv1_dw_avx2(float *dw, const float *dout, const float *in,
+                          int n, int oc)
+{
+    /* a few images at a time, so their output gradients stay in cache
+     * across the 25 kernel positions */
+    for (int n0 = 0; n0 < n; n0 += 4) {
+        int n1 = n0 + 4 < n ? n0 + 4 : n;
+        int o = 0;
+
+        for (; o + 5 <= oc; o += 5)
+            conv1_dw_block(dw, dout, in, o, n, n0, n1, 5);
+        for (; o < oc; o++)
+            conv1_dw_block(dw, dout, in, o, n, n0, n1, 1);
+    }
+}
+#endif
+
+/*
+ * Images per im2col block: the convolutions run a block at a time so
+ * that the block's col matrix (and its gradient) stays in the L2 cache
+ * between being written and being multiplied.
+ */
+static int conv_block(int ckk, int howo)
+{
+    int nb = 65536 / (ckk * howo);
+
+    return nb < 1 ? 1 : nb;
+}
+
 void nn_conv2d_forward(float *out, float *col, const float *in,
                        const float *w, const float *b, int n, int c, int h,
                        int wd, int oc, int k)
 {
-    int ckk = c * k * k;
-    int cols = n * (h - k + 1) * (wd - k + 1);
+    int ckk = c * k * k, howo = (h - k + 1) * (wd - k + 1);
+    int cols = n * howo, nb = conv_block(ckk, howo);
 
-    conv_im2col(col, in, n, c, h, wd, k);
-
-    /* out (OC, cols) = b broadcast, then += w (OC, ckk) x col (ckk, cols) */
+#ifdef NN_AVX2
+    if (c == 1 && k == 5 && h == C1_SIDE && wd == C1_SIDE) {
+        conv1_forward_avx2(out, in, w, b, n, oc);
+        return;
+    }
+#endif
     for (int o = 0; o < oc; o++) {
         float *row = out + (size_t)o * cols;
 
         for (int j = 0; j < cols; j++)
             row[j] = b[o];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, cols, ckk,
-                1.0f, w, ckk, col, cols, 1.0f, out, cols);
+
+    /* per block: out[:, block] += w (OC, ckk) x colb (ckk, block) */
+    for (int n0 = 0; n0 < n; n0 += nb) {
+        int n1 = n0 + nb < n ? n0 + nb : n, bc = (n1 - n0) * howo;
+        float *colb = col + (size_t)ckk * n0 * howo;
+
+        conv_im2col(colb, in, n, n0, n1, c, h, wd, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, bc, ckk,
+                    1.0f, w, ckk, colb, bc, 1.0f, out + (size_t)n0 * howo,
+                    cols);
+    }
 }
 
 void nn_conv2d_forward_ref(float *out, const float *in, const float *w,
@@ -123,33 +352,47 @@ void nn_conv2d_forward_ref(float *out, const float *in, const float *w,
 }
 
 void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
-                        const float *dout, const float *col,
+                        float *col, const float *dout, const float *in,
                         const float *w, int n, int c, int h, int wd, int oc,
                         int k)
 {
-    int ckk = c * k * k;
-    int cols = n * (h - k + 1) * (wd - k + 1);
+    int ckk = c * k * k, howo = (h - k + 1) * (wd - k + 1);
+    int cols = n * howo, nb = conv_block(ckk, howo);
 
-    /* db += row sums of dout (OC, cols) */
-    for (int o = 0; o < oc; o++) {
-        const float *row = dout + (size_t)o * cols;
-        float s = 0.0f;
+    for (int o = 0; o < oc; o++)
+        db[o] += sum_floats(dout + (size_t)o * cols, (size_t)cols);
 
-        for (int j = 0; j < cols; j++)
-            s += row[j];
-        db[o] += s;
+#ifdef NN_AVX2
+    /* the direct forward did not fill col: read in, or fill col now */
+    if (c == 1 && k == 5 && h == C1_SIDE && wd == C1_SIDE) {
+        if (din == NULL) {
+            conv1_dw_avx2(dw, dout, in, n, oc);
+            return;
+        }
+        for (int n0 = 0; n0 < n; n0 += nb)
+            conv_im2col(col + (size_t)ckk * n0 * howo, in, n, n0,
+                        n0 + nb < n ? n0 + nb : n, c, h, wd, k);
     }
+#else
+    (void)in;
+#endif
 
-    /* dw (OC, ckk) += dout (OC, cols) x col^T (cols, ckk) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk, cols,
-                1.0f, dout, cols, col, cols, 1.0f, dw, ckk);
-    if (din == NULL)
-        return;
+    for (int n0 = 0; n0 < n; n0 += nb) {
+        int n1 = n0 + nb < n ? n0 + nb : n, bc = (n1 - n0) * howo;
+        const float *colb = col + (size_t)ckk * n0 * howo;
+        const float *doutb = dout + (size_t)n0 * howo;
 
-    /* dcol (ckk, cols) = w^T (ckk, OC) x dout (OC, cols), then col2im */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, cols, oc,
-                1.0f, w, ckk, dout, cols, 0.0f, dcol, cols);
-    conv_col2im(din, dcol, n, c, h, wd, k);
+        /* dw (OC, ckk) += doutb (OC, block) x colb^T (block, ckk) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk, bc,
+                    1.0f, doutb, cols, colb, bc, 1.0f, dw, ckk);
+        if (din == NULL)
+            continue;
+
+        /* dcol (ckk, block) = w^T (ckk, OC) x doutb, then col2im */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ckk, bc, oc,
+                    1.0f, w, ckk, doutb, cols, 0.0f, dcol, bc);
+        conv_col2im(din, dcol, n, n0, n1, c, h, wd, k);
+    }
 }
 
 void nn_conv2d_backward_ref(float *din, float *dw, float *db,
@@ -185,8 +428,32 @@ void nn_conv2d_backward_ref(float *din, float *dw, float *db,
 /* ------------------------------------------------------------------ */
 /* maxpool2d */
 
-void nn_maxpool2d_forward(float *out, uint8_t *arg, const float *in,
-                          int planes, int h, int w, int k)
+/* Window 2x2: plain maxima, written so the compiler vectorises it. */
+static void maxpool2_fast(float *out, const float *in, int planes, int h,
+                          int w)
+{
+    int ho = h / 2, wo = w / 2;
+
+    for (int p = 0; p < planes; p++) {
+        const float *src = in + (size_t)p * h * w;
+
+        for (int y = 0; y < ho; y++) {
+            const float *r0 = src + (size_t)2 * y * w, *r1 = r0 + w;
+
+            for (int x = 0; x < wo; x++) {
+                float a = r0[2 * x] > r0[2 * x + 1] ? r0[2 * x]
+                                                    : r0[2 * x + 1];
+                float b = r1[2 * x] > r1[2 * x + 1] ? r1[2 * x]
+                                                    : r1[2 * x + 1];
+
+                *out++ = a > b ? a : b;
+            }
+        }
+    }
+}
+
+void nn_maxpool2d_forward_ref(float *out, const float *in, int planes,
+                              int h, int w, int k)
 {
     int ho = h / k, wo = w / k;
 
@@ -197,58 +464,96 @@ void nn_maxpool2d_forward(float *out, uint8_t *arg, const float *in,
             for (int x = 0; x < wo; x++) {
                 const float *win = src + (size_t)y * k * w + x * k;
                 float best = win[0];
-                int at = 0;
 
                 for (int dy = 0; dy < k; dy++)
-                    for (int dx = 0; dx < k; dx++) {
-                        float v = win[dy * w + dx];
-
-                        if (v > best || isnan(v)) {
-                            best = v;
-                            at = dy * k + dx;
-                        }
-                    }
+                    for (int dx = 0; dx < k; dx++)
+                        if (win[dy * w + dx] > best ||
+                            isnan(win[dy * w + dx]))
+                            best = win[dy * w + dx];
                 *out++ = best;
-                if (arg != NULL)
-                    *arg++ = (uint8_t)at;
             }
     }
 }
 
-void nn_maxpool2d_relu_forward(float *out, uint8_t *arg, const float *in,
-                               int planes, int h, int w, int k)
+void nn_maxpool2d_forward(float *out, const float *in, int planes, int h,
+                          int w, int k)
 {
-    size_t n = (size_t)planes * (h / k) * (w / k);
+    /* the fast path ignores NaN, which finite parameters never produce */
+    if (k == 2)
+        maxpool2_fast(out, in, planes, h, w);
+    else
+        nn_maxpool2d_forward_ref(out, in, planes, h, w, k);
+}
 
-    nn_maxpool2d_forward(out, arg, in, planes, h, w, k);
-    for (size_t i = 0; i < n; i++) {
-        if (!(out[i] > 0.0f)) {
-            out[i] = 0.0f;
-            if (arg != NULL)
-                arg[i] = 255;
+/* Window 2x2: the gradient goes to the first input equal to the maximum,
+ * chosen without branches (which winner is random, so branches would
+ * mispredict half the time). */
+static void maxpool2_backward_fast(float *din, const float *dout,
+                                   const float *out, const float *in,
+                                   int planes, int h, int w)
+{
+    int ho = h / 2, wo = w / 2;
+
+    for (int p = 0; p < planes; p++) {
+        const float *src = in + (size_t)p * h * w;
+        float *dst = din + (size_t)p * h * w;
+
+        for (int y = 0; y < ho; y++) {
+            const float *r0 = src + (size_t)2 * y * w, *r1 = r0 + w;
+            float *d0 = dst + (size_t)2 * y * w, *d1 = d0 + w;
+
+            for (int x = 0; x < wo; x++) {
+                float m = *out++, g = *dout++;
+                int e0 = r0[2 * x] == m;
+                int e1 = !e0 & (r0[2 * x + 1] == m);
+                int e2 = !(e0 | e1) & (r1[2 * x] == m);
+                int e3 = !(e0 | e1 | e2);
+
+                d0[2 * x] = e0 ? g : 0.0f;
+                d0[2 * x + 1] = e1 ? g : 0.0f;
+                d1[2 * x] = e2 ? g : 0.0f;
+                d1[2 * x + 1] = e3 ? g : 0.0f;
+            }
         }
     }
 }
 
-void nn_maxpool2d_backward(float *din, const float *dout, const uint8_t *arg,
-                           int planes, int h, int w, int k)
+void nn_maxpool2d_backward_ref(float *din, const float *dout,
+                               const float *out, const float *in,
+                               int planes, int h, int w, int k)
 {
     int ho = h / k, wo = w / k;
 
     memset(din, 0, sizeof(float) * (size_t)planes * h * w);
     for (int p = 0; p < planes; p++) {
+        const float *src = in + (size_t)p * h * w;
         float *dst = din + (size_t)p * h * w;
 
         for (int y = 0; y < ho; y++)
             for (int x = 0; x < wo; x++) {
-                int at = *arg++;
-                float g = *dout++;
+                float m = *out++, g = *dout++;
+                int done = 0;
 
-                if (at == 255)
-                    continue;
-                dst[(y * k + at / k) * w + x * k + at % k] += g;
+                for (int dy = 0; dy < k && !done; dy++)
+                    for (int dx = 0; dx < k && !done; dx++) {
+                        size_t at = (size_t)(y * k + dy) * w + x * k + dx;
+
+                        if (src[at] == m || (isnan(m) && isnan(src[at]))) {
+                            dst[at] += g;
+                            done = 1;
+                        }
+                    }
             }
     }
+}
+
+void nn_maxpool2d_backward(float *din, const float *dout, const float *out,
+                           const float *in, int planes, int h, int w, int k)
+{
+    if (k == 2 && h % 2 == 0 && w % 2 == 0)
+        maxpool2_backward_fast(din, dout, out, in, planes, h, w);
+    else
+        nn_maxpool2d_backward_ref(din, dout, out, in, planes, h, w, k);
 }
 
 /* ------------------------------------------------------------------ */

@@ -31,12 +31,14 @@ void nn_conv2d_forward_ref(float *out, const float *in, const float *w,
                            const float *b, int n, int c, int h, int wd,
                            int oc, int k);
 /*
- * dout (OC, N, Ho, Wo); col from forward; dcol scratch (C*k*k, N*Ho*Wo).
- * dw (OC, C, k, k) and db (OC) accumulate; din (C, N, H, W) is written
- * unless it is NULL (first layer: no input gradient needed).
+ * dout (OC, N, Ho, Wo); col as forward left it (forward may skip it on
+ * a direct path, then backward fills it when it needs it); in the
+ * forward's input; dcol scratch (C*k*k, N*Ho*Wo). dw (OC, C, k, k) and
+ * db (OC) accumulate; din (C, N, H, W) is written unless it is NULL
+ * (first layer: no input gradient needed).
  */
 void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
-                        const float *dout, const float *col,
+                        float *col, const float *dout, const float *in,
                         const float *w, int n, int c, int h, int wd, int oc,
                         int k);
 void nn_conv2d_backward_ref(float *din, float *dw, float *db,
@@ -46,16 +48,19 @@ void nn_conv2d_backward_ref(float *din, float *dw, float *db,
 
 /*
  * maxpool2d, window k x k, stride k (sizes floored as in PyTorch).
- * in (C, N, H, W) -> out (C, N, H/k, W/k); arg (C, N, H/k, W/k) records
- * the winner's offset inside its window (first maximum wins).
- * maxpool2d_relu does max-pool then ReLU in one pass (same as ReLU then
- * max-pool); its arg is 255 where the output was clamped to 0.
+ * in (C, N, H, W) -> out (C, N, H/k, W/k). Backward sends each output's
+ * gradient to the first input of its window (row order) equal to the
+ * maximum, as PyTorch does; it needs the forward's in and out.
+ * din (C, N, H, W) is written.
  */
-void nn_maxpool2d_forward(float *out, uint8_t *arg, const float *in,
-                          int planes, int h, int w, int k);
-void nn_maxpool2d_backward(float *din, const float *dout, const uint8_t *arg,
-                           int planes, int h, int w, int k);
-void nn_maxpool2d_relu_forward(float *out, uint8_t *arg, const float *in,
+void nn_maxpool2d_forward(float *out, const float *in, int planes, int h,
+                          int w, int k);
+void nn_maxpool2d_forward_ref(float *out, const float *in, int planes,
+                              int h, int w, int k);
+void nn_maxpool2d_backward(float *din, const float *dout, const float *out,
+                           const float *in, int planes, int h, int w, int k);
+void nn_maxpool2d_backward_ref(float *din, const float *dout,
+                               const float *out, const float *in,
                                int planes, int h, int w, int k);
 
 /* relu over n values; backward uses the output: din = dout * (out > 0). */

@@ -54,8 +54,6 @@ static size_t ctx_layout(nn_ctx_t *c, const nn_model_t *m, char *base)
         if (!c->training)
             continue;
         CARVE(c->grad[i + 1], sz, float);
-        if (kind == NN_MAXPOOL2D)
-            CARVE(c->argmax[i], sz, uint8_t);
         if (kind == NN_DROPOUT)
             CARVE(c->mask[i], sz, float);
         if (kind == NN_DROPOUT2D)
@@ -162,8 +160,7 @@ static void forward_layer(nn_ctx_t *c, const nn_model_t *m, int i, int n,
                           l->out, l->k);
         break;
     case NN_MAXPOOL2D:
-        nn_maxpool2d_forward(out, c->training ? c->argmax[i] : NULL, in,
-                             s->c * n, s->h, s->w, l->k);
+        nn_maxpool2d_forward(out, in, s->c * n, s->h, s->w, l->k);
         break;
     case NN_RELU:
         nn_relu_forward(out, in, total);
@@ -228,12 +225,12 @@ static void backward_layer(nn_ctx_t *c, const nn_model_t *m, int i, int n,
         return;
     switch (l->kind) {
     case NN_CONV2D:
-        nn_conv2d_backward(din, dw, db, c->dcol, dout, c->col[i], w, n, s->c,
-                           s->h, s->w, l->out, l->k);
+        nn_conv2d_backward(din, dw, db, c->dcol, c->col[i], dout, c->act[i],
+                           w, n, s->c, s->h, s->w, l->out, l->k);
         break;
     case NN_MAXPOOL2D:
-        nn_maxpool2d_backward(din, dout, c->argmax[i], s->c * n, s->h, s->w,
-                              l->k);
+        nn_maxpool2d_backward(din, dout, c->act[i + 1], c->act[i], s->c * n,
+                              s->h, s->w, l->k);
         break;
     case NN_RELU:
         nn_relu_backward(din, dout, c->act[i + 1], total);
