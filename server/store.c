@@ -653,6 +653,26 @@ static int store_put_fn(store_t *s, MDB_txn *txn, void *ctx,
     return meta_put(txn, s, "next_example", 8, next + pc->n);
 }
 
+/*
+ * End name within the field and drop a multi-byte UTF-8 character that
+ * a cut (ours, or the caller's snprintf) left incomplete at its end.
+ */
+static void annotator_cut(char *name)
+{
+    size_t len = strnlen(name, STORE_ANNOTATOR_MAX - 1), lead = len, need;
+    unsigned char c;
+
+    name[len] = '\0';
+    while (lead > 0 && ((unsigned char)name[lead - 1] & 0xc0) == 0x80)
+        lead--;
+    if (lead == 0)
+        return;
+    c = (unsigned char)name[lead - 1];
+    need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    if (len - (lead - 1) < need)
+        name[lead - 1] = '\0';
+}
+
 int store_examples_put(store_t *s, store_example_t *ex, size_t n,
                        dadc_error_t *err)
 {
@@ -669,7 +689,7 @@ int store_examples_put(store_t *s, store_example_t *ex, size_t n,
                                   ex[i].label, ex[i].predicted);
         if (ex[i].created_ms == 0)
             ex[i].created_ms = now;
-        ex[i].annotator[STORE_ANNOTATOR_MAX - 1] = '\0';
+        annotator_cut(ex[i].annotator);
     }
     return store_write(s, store_put_fn, &pc, err);
 }

@@ -134,7 +134,8 @@ int store_counters_get(store_t *s, store_counters_t *out, dadc_error_t *err);
  * Write. Store n examples (n >= 1) in ONE transaction and return after
  * it committed. For each, in ex[i]: assigns id (consecutive, increasing),
  * sets fooled, heldout and round, and created_ms when it was 0.
- * annotator must be NUL-terminated within STORE_ANNOTATOR_MAX.
+ * annotator is cut to STORE_ANNOTATOR_MAX - 1 bytes if it is longer
+ * (or not terminated), at a UTF-8 character boundary.
  *
  * Returns 0, or (nothing stored, ex[] ids not meaningful):
  *   DADC_ERANGE   a label or prediction above 9

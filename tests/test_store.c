@@ -101,15 +101,25 @@ static void test_batch_put_reopen(void)
     CHECK_STR(got.annotator, "bob");
     CHECK_EQ(store_example_get(s, 101, &got, NULL), DADC_ENOTFOUND);
 
+    /* a long name is cut whole characters at a time: 31 two-byte
+     * characters fit in 63 bytes, the cut lands inside the 32nd */
+    example_make(&got, 1, 1, 1, "");
+    for (int i = 0; i < STORE_ANNOTATOR_MAX; i += 2)
+        memcpy(got.annotator + i, "\xc3\xa9", 2);
+    CHECK_EQ(store_examples_put(s, &got, 1, NULL), 0);
+    CHECK_EQ(strlen(got.annotator), 62);
+    CHECK_EQ(store_example_get(s, got.id, &got, NULL), 0);
+    CHECK_EQ(strlen(got.annotator), 62);
+
     /* pages: 40 + 40 + 20 */
     CHECK_EQ(store_examples_list(s, 0, 40, page, &n, &next, &total, NULL),
              0);
     CHECK_EQ(n, 40);
     CHECK_EQ(next, 40);
-    CHECK_EQ(total, 100);
+    CHECK_EQ(total, 101);
     CHECK_EQ(store_examples_list(s, 80, 40, page, &n, &next, NULL, NULL),
              0);
-    CHECK_EQ(n, 20);
+    CHECK_EQ(n, 21);
     CHECK_EQ(page[0].id, 81);
     CHECK_EQ(next, 0);
     store_close(s);
