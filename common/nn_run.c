@@ -335,7 +335,8 @@ static void eval_part(nn_eval_t *e, const float *logp, const uint8_t *labels,
 static void eval_worker_cb(int t, void *arg)
 {
     eval_job_t *job = arg;
-    size_t lo = job->n * t / job->threads, hi = job->n * (t + 1) / job->threads;
+    size_t lo = job->n * t / job->threads;
+    size_t hi = job->n * (t + 1) / job->threads;
     nn_ctx_t *ctx;
 
     job->rc[t] = nn_ctx_create(&ctx, job->m, NN_EVAL_CHUNK);
