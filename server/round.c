@@ -11,7 +11,7 @@
 void round_opts_default(round_opts_t *o)
 {
     o->replay = 1000;
-    o->fooled_repeat = 8;
+    o->fooled_repeat = 24;
     o->other_repeat = 2;
     o->max_adversarial = 4000;
     o->epochs = 3;

@@ -79,7 +79,7 @@ void round_data_free(round_data_t *d);
 typedef struct round_opts {
     size_t replay;           /* MNIST training images replayed, 1000 */
     int fooled_repeat;       /* times each fooling example is shown per
-                              * epoch, 8 */
+                              * epoch, 24 */
     int other_repeat;        /* times each non-fooling example, 2 */
     size_t max_adversarial;  /* most recent examples used, 4000 */
     int epochs;              /* 3 */
