@@ -89,7 +89,10 @@ static int batch_infer(server_t *s, model_ref_t *m, const uint8_t *images,
     int rc;
 
     if (m->ctx == NULL) {
-        rc = nn_ctx_create(&m->ctx, m->model, (int)s->cfg.max_predict_batch);
+        size_t max = s->cfg.max_predict_batch;
+        rc = nn_ctx_create(&m->ctx, m->model,
+                           (int)(max < BATCH_ON_LOOP_MAX ? max
+                                                         : BATCH_ON_LOOP_MAX));
         if (rc != 0)
             return rc;
     }

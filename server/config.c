@@ -78,7 +78,7 @@ static const opt_def_t opts[] = {
     {"max_connections", U32(max_connections, 1, 1e6),
      "connections served at once; the next is told \"server full\""},
     {"max_predict_batch", U32(max_predict_batch, 1, 1e6),
-     "images run through the model in one call"},
+     "images per model call (scratch is ~115 KiB an image)"},
     {"map_size", SIZE(map_size, 1u << 20, 1ull << 44),
      "initial LMDB map size (it grows when full)"},
 };
@@ -108,7 +108,7 @@ void config_defaults(server_config_t *cfg)
     cfg->frame_timeout_ms = 30000;
     cfg->idle_timeout_ms = 300000;
     cfg->max_connections = 1024;
-    cfg->max_predict_batch = 1024;
+    cfg->max_predict_batch = 256;
     cfg->map_size = 256u * 1024 * 1024;
 }
 

@@ -386,11 +386,18 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
 
     /* A partial frame is buffered: read the rest of its header, then the
-     * rest of its body, whose size passed the limit check already. */
+     * rest of its body, whose size passed the limit check already. The
+     * buffer grows with what has arrived (doubling), not with what the
+     * header announces, so idle peers announcing big frames cost little
+     * memory. */
     if (c->in_len >= FRAME_HEADER_BYTES) {
         uint32_t flen = frame_header_decode(c->in);
         uint32_t limit = conn_frame_limit(c);
+        size_t step = c->in_len * 2 > SERVER_READ_CHUNK ? c->in_len * 2
+                                                        : SERVER_READ_CHUNK;
         want = FRAME_HEADER_BYTES + (size_t)(flen < limit ? flen : limit);
+        if (want > step)
+            want = step;
     }
     if (want <= c->in_len)
         want = c->in_len + SERVER_READ_CHUNK;
@@ -465,6 +472,11 @@ void conn_sweep(conn_t *c, uint64_t now)
     if (c->lingering) {
         if (now >= c->linger_until_ms)
             conn_close(c, "linger over");
+        return;
+    }
+    if (c->srv->stopping &&
+        now - c->srv->stop_started_ms >= SERVER_STOP_GRACE_MS) {
+        conn_close(c, "answers not taken before shutdown");
         return;
     }
     if (c->frame_started_ms != 0 &&

@@ -362,6 +362,7 @@ void server_stop(server_t *s, const char *why)
         return;
     }
     s->stopping = true;
+    s->stop_started_ms = uv_now(s->loop);
     s->cancel = 1;
     LOG(LOG_INFO, "server", "stopping (%s): finishing in-flight work", why);
     if (s->listening) {

@@ -36,6 +36,7 @@
 #define SERVER_READ_CHUNK (64 * 1024)
 #define SERVER_LINGER_MS 2000     /* after an error answer, before close */
 #define SERVER_MAX_REJECTED 64    /* "server full" answers lingering */
+#define SERVER_STOP_GRACE_MS 10000 /* shutdown: then close regardless */
 
 typedef struct conn conn_t;
 typedef struct server server_t;
@@ -96,6 +97,7 @@ struct server {
 
     /* Shutdown: stop accepting, finish in-flight work, then close. */
     bool stopping;
+    uint64_t stop_started_ms;
     volatile int cancel;      /* read by worker threads */
 
     /* Store and data. */

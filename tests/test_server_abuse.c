@@ -583,6 +583,57 @@ static void wait_connections_at_most(uint32_t n)
     }
 }
 
+/* A frame much larger than one read, arriving in pieces, then a
+ * half-close: every request sent before it is still answered. */
+static void test_large_frame_and_half_close(void)
+{
+    enum { BIG = 200, SMALL = 20 };
+    static uint8_t imgs[BIG][NN_IMAGE_PIXELS];
+    ProtobufCBinaryData bd[BIG];
+    Dadc__Request req;
+    Dadc__PredictRequest p;
+    size_t len, half;
+    uint8_t *buf;
+    bool seen[SMALL + 2] = {false};
+    int fd = tc_connect();
+
+    hello(fd, 1);
+    for (int i = 0; i < BIG; i++) {
+        make_image(imgs[i], (unsigned)i);
+        bd[i].len = NN_IMAGE_PIXELS;
+        bd[i].data = imgs[i];
+    }
+    predict_request(&req, &p, bd, BIG, 2);
+    buf = malloc(dadc__request__get_packed_size(&req) + 64 * SMALL + 64);
+    CHECK(buf != NULL);
+    len = frame_request(buf, &req);
+    CHECK(len > 2 * 65536);
+    half = len / 2;
+    send_all(fd, buf, half);
+    sleep_ms(100);
+    send_all(fd, buf + half, len - half);
+    len = 0;
+    for (int i = 0; i < SMALL; i++) {
+        predict_request(&req, &p, bd + i, 1, (uint64_t)(3 + i));
+        len += frame_request(buf + len, &req);
+    }
+    send_all(fd, buf, len);
+    free(buf);
+    CHECK_EQ(shutdown(fd, SHUT_WR), 0);
+
+    for (int k = 0; k < SMALL + 1; k++) {
+        Dadc__Response *r = recv_response(fd);
+        CHECK(r->id >= 2 && r->id < 3 + SMALL);
+        CHECK(!seen[r->id - 2]);
+        seen[r->id - 2] = true;
+        CHECK_EQ(status_of(r), 0);
+        CHECK_EQ(r->predict->n_predictions, r->id == 2 ? BIG : 1);
+        dadc__response__free_unpacked(r, NULL);
+    }
+    expect_closed(fd);
+    close(fd);
+}
+
 static void test_connection_limit(void)
 {
     int fds[MAX_CONNS + 8], n = 0, rejected = -1;
@@ -722,6 +773,7 @@ int main(void)
     TEST_RUN(test_bad_argument_keeps_connection);
     TEST_RUN(test_slowloris);
     TEST_RUN(test_pipelined);
+    TEST_RUN(test_large_frame_and_half_close);
     TEST_RUN(test_connection_limit);
     TEST_RUN(test_slow_reader_dropped);
     TEST_RUN(test_idle_closed);
