@@ -50,7 +50,7 @@ static void child_prepare(const char *out_path)
 
 const char *draw_x_start(void)
 {
-    char fdarg[16], buf[32] = {0};
+    char fdarg[16], buf[32] = {0}, display[40];
     struct pollfd pfd;
     int fds[2];
     ssize_t n;
@@ -81,10 +81,10 @@ const char *draw_x_start(void)
     close(fds[0]);
     CHECK(n > 0);
     buf[strcspn(buf, "\n")] = '\0';
-    snprintf(fdarg, sizeof(fdarg), ":%s", buf);
-    setenv("DISPLAY", fdarg, 1);
+    snprintf(display, sizeof(display), ":%s", buf);
+    setenv("DISPLAY", display, 1);
     unsetenv("SDL_VIDEODRIVER");
-    printf("Xvfb on display %s\n", fdarg);
+    printf("Xvfb on display %s\n", display);
     return "xvfb";
 }
 
@@ -127,6 +127,23 @@ static int child_wait(pid_t pid, int timeout_s)
                              : 128 + WTERMSIG(status);
 }
 
+/*
+ * Under AddressSanitizer, turn leak checking off for dadc-draw: the X
+ * libraries SDL loads with dlopen (and libdbus) keep allocations that
+ * LeakSanitizer reports once SDL has unloaded them, as "<unknown
+ * module>", which no suppression can name. Memory errors are still
+ * caught; our own code's leaks are checked by test_draw_canvas.
+ */
+static void leaks_quiet(void)
+{
+    const char *asan = getenv("ASAN_OPTIONS");
+    char buf[1024];
+
+    snprintf(buf, sizeof(buf), "%s%sdetect_leaks=0", asan ? asan : "",
+             asan && asan[0] ? ":" : "");
+    setenv("ASAN_OPTIONS", buf, 1);
+}
+
 pid_t draw_spawn(const char *const *args, const char *err_path)
 {
     static char prog[600];
@@ -145,6 +162,7 @@ pid_t draw_spawn(const char *const *args, const char *err_path)
     CHECK(pid >= 0);
     if (pid == 0) {
         child_prepare(err_path);
+        leaks_quiet();
         execv(prog, (char *const *)argv);
         _exit(127);
     }

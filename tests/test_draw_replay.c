@@ -13,6 +13,10 @@
 #define CANVAS_X 12
 #define CANVAS_Y 12
 #define CANVAS_SIDE 558
+/* save-drawing: the 280x280 canvas inside a margin of 8 px */
+#define DRAWING_SIDE 296
+#define DRAWING_AT(img, x, y) \
+    ((img).pixels[((size_t)(y) + 8) * DRAWING_SIDE + (size_t)(x) + 8])
 
 /* A seven and a four, in canvas units. */
 static const char seven[] =
@@ -21,6 +25,9 @@ static const char seven[] =
 static const char four[] =
     "stroke-px 90,60 70,130 60,160 150,160 190,158\n"
     "stroke-px 150,70 148,150 146,230\n";
+/* A zero run along the very edge of the canvas. */
+static const char edge[] =
+    "stroke 0,0 1,0 1,1 0,1 0,0\n";
 
 /* Write script text to a file; run dadc-draw on it offline. */
 static int replay_run(const char *name, const char *script, char **err)
@@ -49,9 +56,9 @@ static void image_must_load(const char *path, image_t *img)
  */
 static void test_mnist_matches_png_path(void)
 {
-    const char *digits[] = {seven, four};
+    const char *digits[] = {seven, four, edge};
 
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         char script[2048], *err;
         image_t drawing, mnist;
         uint8_t again[784];
@@ -64,7 +71,7 @@ static void test_mnist_matches_png_path(void)
         free(err);
         image_must_load(test_path("drawing.png"), &drawing);
         image_must_load(test_path("mnist.png"), &mnist);
-        CHECK_EQ(drawing.width, 280);
+        CHECK_EQ(drawing.width, DRAWING_SIDE);
         CHECK_EQ(mnist.width, 28);
         CHECK_EQ(mnist.height, 28);
         CHECK_EQ(image_to_mnist(drawing.pixels, drawing.width,
@@ -72,7 +79,9 @@ static void test_mnist_matches_png_path(void)
         CHECK(memcmp(again, mnist.pixels, 784) == 0);
         for (int i = 0; i < 784; i++)
             ink += mnist.pixels[i];
+        /* ink, but not the whole frame: polarity was read right */
         CHECK_INT(ink / 255, >, 40);
+        CHECK_INT(ink / 255, <, 392);
         free(drawing.pixels);
         free(mnist.pixels);
     }
@@ -141,14 +150,14 @@ static void test_keyboard_pen(void)
 
     /* a vertical line through the centre, from y 0.38 to 0.62 */
     image_must_load(test_path("kb.png"), &d);
-    top = d.pixels[(size_t)(0.40 * 280) * 280 + 140];
-    centre = d.pixels[140 * 280 + 140];
-    bottom = d.pixels[(size_t)(0.60 * 280) * 280 + 140];
+    top = DRAWING_AT(d, 140, 0.40 * 280);
+    centre = DRAWING_AT(d, 140, 140);
+    bottom = DRAWING_AT(d, 140, 0.60 * 280);
     CHECK_EQ(top, 255);
     CHECK_EQ(centre, 255);
     CHECK_EQ(bottom, 255);
-    CHECK_EQ(d.pixels[140 * 280 + 200], 0);
-    CHECK_EQ(d.pixels[(size_t)(0.80 * 280) * 280 + 140], 0);
+    CHECK_EQ(DRAWING_AT(d, 200, 140), 0);
+    CHECK_EQ(DRAWING_AT(d, 140, 0.80 * 280), 0);
     free(d.pixels);
 }
 

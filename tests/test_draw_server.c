@@ -50,16 +50,18 @@ static void image_must_load(const char *path, image_t *img)
 /* test_path's buffers rotate: keep a path for the whole test. */
 static const char *path_keep(const char *name)
 {
-    char *p = strdup(test_path(name));
+    static char kept[16][512];
+    static int used;
 
-    CHECK(p != NULL);
-    return p;
+    CHECK(used < 16);
+    snprintf(kept[used], sizeof(kept[used]), "%s", test_path(name));
+    return kept[used++];
 }
 
 static const char *script_write(const char *name, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Write a script file; its path is kept (never freed: tests are short). */
+/* Write a script file; returns its path (kept). */
 static const char *script_write(const char *name, const char *fmt, ...)
 {
     char text[8192];
@@ -73,6 +75,18 @@ static const char *script_write(const char *name, const char *fmt, ...)
     CHECK(n > 0 && (size_t)n < sizeof(text));
     test_write_file(path, text, (size_t)n);
     return path;
+}
+
+/* Run dadc-draw; fail with its messages unless it exits with 0. */
+static void draw_run_ok(const char *const *args, int timeout_s)
+{
+    char *err;
+    int rc = draw_run(args, timeout_s, &err);
+
+    if (rc != 0)
+        test_fail(__FILE__, __LINE__, "dadc-draw exited with %d: %s", rc,
+                  err);
+    free(err);
 }
 
 /* The one example stored with label, and the image that was sent. */
@@ -107,7 +121,6 @@ static void test_draw_predict_flag(void)
 {
     e2e_server_t s;
     const char *script;
-    char *err;
     image_t shot;
     struct stat st;
 
@@ -124,8 +137,7 @@ static void test_draw_predict_flag(void)
                               "--size", WIN_SIZE, "--replay", script,
                               "--replay-timeout", "60", NULL};
 
-        CHECK_EQ(draw_run(args, 120, &err), 0);
-        free(err);
+        draw_run_ok(args, 120);
     }
     example_check(&s, 0, 1, 7, "tester", test_path("a-mnist.png"));
     CHECK(stat(test_path("a-pending"), &st) != 0);   /* nothing left */
@@ -195,7 +207,6 @@ static void server_restart(e2e_server_t *s, int port)
 static void test_server_gone(void)
 {
     const char *pending = path_keep("c-pending"), *script;
-    char *err;
     e2e_server_t s;
     struct stat st;
     pid_t draw;
@@ -240,8 +251,7 @@ static void test_server_gone(void)
                               "--pending-file", pending, "--replay", script,
                               "--replay-timeout", "60", NULL};
 
-        CHECK_EQ(draw_run(args, 120, &err), 0);
-        free(err);
+        draw_run_ok(args, 120);
     }
     example_check(&s, 1, 2, 7, "tester", test_path("c-seven.png"));
     CHECK(stat(pending, &st) != 0);

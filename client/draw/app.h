@@ -22,6 +22,15 @@
 #define APP_DEFAULT_FONT "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 #define APP_MAX_BUTTONS 24
 
+/*
+ * The model's input is made from the drawing at CANVAS_MODEL_SIDE with a
+ * margin of paper around it, so that strokes running along the canvas
+ * edge never make the border look like ink (image_to_mnist reads the
+ * paper's colour from the border).
+ */
+#define APP_MODEL_PAD 8
+#define APP_MODEL_SIDE (CANVAS_MODEL_SIDE + 2 * APP_MODEL_PAD)
+
 /* Exit statuses, documented in --help. */
 enum {
     APP_EXIT_OK = 0,
@@ -99,7 +108,8 @@ typedef struct app {
     SDL_Texture *canvas_tex;
     SDL_Texture *preview_tex;
 
-    uint8_t model_buf[CANVAS_MODEL_SIDE * CANVAS_MODEL_SIDE];
+    uint8_t drawing_buf[CANVAS_MODEL_SIDE * CANVAS_MODEL_SIDE];
+    uint8_t model_buf[APP_MODEL_SIDE * APP_MODEL_SIDE];
     uint8_t mnist[784];
     bool mnist_valid;
     unsigned mnist_generation;
@@ -156,6 +166,8 @@ bool input_canvas_point(const app_t *app, float px, float py, float *x,
 
 /* main.c: the MNIST image of the drawing as it is now; false if empty. */
 bool app_mnist_update(app_t *app);
+/* main.c: render the drawing, with its margin, into app->model_buf. */
+void app_drawing_render(app_t *app);
 
 /* shot.c: the window's current frame as an RGB PNG. */
 int shot_save(app_t *app, const char *path, dadc_error_t *err);

@@ -65,7 +65,8 @@ static void usage_print(FILE *out)
 "  wait-stats            until fresh dashboard figures have arrived\n"
 "  resize W H            set the window size\n"
 "  save-mnist FILE       the 28x28 image the model sees, as PNG\n"
-"  save-drawing FILE     the drawing, 280x280 white on black, as PNG\n"
+"  save-drawing FILE     the drawing the model's input is made from,\n"
+"                        296x296 white on black, as PNG\n"
 "  screenshot FILE       the window as it is now, as PNG\n"
 "  quit                  end here\n"
 "\n"
@@ -198,6 +199,17 @@ static int options_parse(draw_options_t *o, int argc, char **argv)
     return -1;
 }
 
+void app_drawing_render(app_t *app)
+{
+    canvas_render(&app->canvas, app->drawing_buf, CANVAS_MODEL_SIDE);
+    memset(app->model_buf, 0, sizeof(app->model_buf));
+    for (int y = 0; y < CANVAS_MODEL_SIDE; y++)
+        memcpy(app->model_buf + (size_t)(y + APP_MODEL_PAD) * APP_MODEL_SIDE
+                   + APP_MODEL_PAD,
+               app->drawing_buf + (size_t)y * CANVAS_MODEL_SIDE,
+               CANVAS_MODEL_SIDE);
+}
+
 bool app_mnist_update(app_t *app)
 {
     dadc_error_t err;
@@ -206,9 +218,9 @@ bool app_mnist_update(app_t *app)
         return false;
     if (app->mnist_valid && app->mnist_generation == app->canvas.generation)
         return true;
-    canvas_render(&app->canvas, app->model_buf, CANVAS_MODEL_SIDE);
-    app->mnist_valid = image_to_mnist(app->model_buf, CANVAS_MODEL_SIDE,
-                                      CANVAS_MODEL_SIDE, app->mnist,
+    app_drawing_render(app);
+    app->mnist_valid = image_to_mnist(app->model_buf, APP_MODEL_SIDE,
+                                      APP_MODEL_SIDE, app->mnist,
                                       &err) == 0;
     app->mnist_generation = app->canvas.generation;
     return app->mnist_valid;

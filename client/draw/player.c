@@ -68,9 +68,9 @@ static int save_image(app_t *app, const replay_cmd_t *c, dadc_error_t *err)
         return dadc_error_set(err, DADC_EEMPTY, "%s: the canvas is empty",
                               c->path);
     if (c->op == REPLAY_SAVE_DRAWING) {
-        canvas_render(&app->canvas, app->model_buf, CANVAS_MODEL_SIDE);
-        return image_save_png(c->path, app->model_buf, CANVAS_MODEL_SIDE,
-                              CANVAS_MODEL_SIDE, err);
+        app_drawing_render(app);
+        return image_save_png(c->path, app->model_buf, APP_MODEL_SIDE,
+                              APP_MODEL_SIDE, err);
     }
     if (!app_mnist_update(app))
         return dadc_error_set(err, DADC_EEMPTY, "%s: no MNIST image",

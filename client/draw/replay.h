@@ -19,7 +19,8 @@
  *   wait-stats             until the dashboard figures have arrived
  *   resize W H             set the window size (in window units)
  *   save-mnist FILE        the 28x28 image the model sees, as PNG
- *   save-drawing FILE      the drawing (280x280, white on black) as PNG
+ *   save-drawing FILE      the drawing the model's input is made from
+ *                          (296x296, white on black) as PNG
  *   screenshot FILE        the window as it is now, as PNG
  *   quit                   end the program (exit status 0)
  *
