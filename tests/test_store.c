@@ -8,7 +8,9 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -147,6 +149,56 @@ static void test_map_growth(void)
     CHECK_EQ(c.examples, 6000);
     CHECK_EQ(store_example_get(s, 6000, &got, NULL), 0);
     CHECK_EQ(store_example_get(s, 1, &got, NULL), 0);
+    store_close(s);
+}
+
+typedef struct reader_arg {
+    store_t *s;
+    atomic_int stop;
+    int reads;
+    int failures;
+} reader_arg_t;
+
+/* Read pages and counters until told to stop; every page must be
+ * consistent (consecutive ids from 1). */
+static void *reader_thread(void *p)
+{
+    reader_arg_t *ra = p;
+    static store_example_t page[64];
+    store_counters_t c;
+    size_t n = 0;
+
+    while (!atomic_load(&ra->stop)) {
+        if (store_counters_get(ra->s, &c, NULL) != 0 ||
+            store_examples_list(ra->s, 0, 64, page, &n, NULL, NULL,
+                                NULL) != 0)
+            ra->failures++;
+        for (size_t i = 0; i < n; i++)
+            if (page[i].id != i + 1)
+                ra->failures++;
+        ra->reads++;
+    }
+    return NULL;
+}
+
+static void test_growth_with_readers(void)
+{
+    const char *dir = fresh_dir("readers");
+    store_t *s = open_ok(dir, 64 * 1024);
+    reader_arg_t ra = { .s = s };
+    store_counters_t c;
+    pthread_t th;
+
+    CHECK_EQ(pthread_create(&th, NULL, reader_thread, &ra), 0);
+    for (int b = 0; b < 40; b++)
+        put_batch(s, (uint32_t)b * 100, 100);
+    atomic_store(&ra.stop, 1);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_EQ(ra.failures, 0);
+    CHECK_INT(ra.reads, >, 0);
+    CHECK_EQ(store_counters_get(s, &c, NULL), 0);
+    CHECK_EQ(c.examples, 4000);
+    CHECK(c.map_bytes > 64 * 1024);
     store_close(s);
 }
 
@@ -507,6 +559,7 @@ int main(void)
     test_init("test_store", 240);
     TEST_RUN(test_batch_put_reopen);
     TEST_RUN(test_map_growth);
+    TEST_RUN(test_growth_with_readers);
     TEST_RUN(test_versions_and_rounds);
     TEST_RUN(test_round_fail_and_interrupted);
     TEST_RUN(test_heldout_share);
