@@ -282,7 +282,86 @@ static void conv1_dw_avx2(float *dw, const float *dout, const float *in,
             conv1_dw_block(dw, dout, in, o, n, n0, n1, 1);
     }
 }
+
+/*
+ * Direct kernel for convolutions whose output rows are exactly 8 wide
+ * (the second layer: 12x12 -> 8x8): a block of 4 output rows x G output
+ * channels keeps 4*G accumulators in registers; each input vector loaded
+ * feeds G multiply-adds and each broadcast weight 4.
+ */
+static inline __attribute__((always_inline)) void
+conv8_block(float *out, const float *in, const float *w, const float *b,
+            int n, int ni, int c, int h, int wd, int k, int o0, int y0,
+            const int G)
+{
+    __m256 acc[3][4];
+    int ckk = c * k * k;
+
+    for (int j = 0; j < G; j++)
+        for (int r = 0; r < 4; r++)
+            acc[j][r] = _mm256_broadcast_ss(&b[o0 + j]);
+    for (int ci = 0; ci < c; ci++) {
+        const float *plane = in + ((size_t)ci * n + ni) * h * wd;
+
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *src = plane + (size_t)(y0 + ky) * wd + kx;
+                const float *wk = w + (size_t)o0 * ckk + (ci * k + ky) * k +
+                                  kx;
+                __m256 x[4];
+
+                for (int r = 0; r < 4; r++)
+                    x[r] = _mm256_loadu_ps(src + (size_t)r * wd);
+                for (int j = 0; j < G; j++) {
+                    __m256 wv = _mm256_broadcast_ss(wk + (size_t)j * ckk);
+
+                    for (int r = 0; r < 4; r++)
+                        acc[j][r] = _mm256_fmadd_ps(wv, x[r], acc[j][r]);
+                }
+            }
+    }
+    for (int j = 0; j < G; j++) {
+        float *dst = out + (((size_t)(o0 + j) * n + ni) * 8 + y0) * 8;
+
+        for (int r = 0; r < 4; r++)
+            _mm256_storeu_ps(dst + 8 * r, acc[j][r]);
+    }
+}
+
+/* The kernel above over all images; needs an 8x8 output. */
+static void conv8_forward_avx2(float *out, const float *in, const float *w,
+                               const float *b, int n, int c, int h, int wd,
+                               int oc, int k)
+{
+    for (int ni = 0; ni < n; ni++)
+        for (int y0 = 0; y0 < 8; y0 += 4) {
+            int o = 0;
+
+            for (; o + 3 <= oc; o += 3)
+                conv8_block(out, in, w, b, n, ni, c, h, wd, k, o, y0, 3);
+            for (; o < oc; o++)
+                conv8_block(out, in, w, b, n, ni, c, h, wd, k, o, y0, 1);
+        }
+}
 #endif
+
+/*
+ * Which direct kernel computes this convolution's forward pass, if any:
+ * 1 for the one-channel 28x28 5x5 case, 8 for 8x8 outputs, else 0. The
+ * direct forwards do not fill col; backward fills it block by block.
+ */
+static int conv_direct(int c, int h, int wd, int k)
+{
+#ifdef NN_AVX2
+    if (c == 1 && k == 5 && h == C1_SIDE && wd == C1_SIDE)
+        return 1;
+    if (h - k + 1 == 8 && wd - k + 1 == 8)
+        return 8;
+#else
+    (void)c, (void)h, (void)wd, (void)k;
+#endif
+    return 0;
+}
 
 /*
  * Images per im2col block: the convolutions run a block at a time so
@@ -304,8 +383,14 @@ void nn_conv2d_forward(float *out, float *col, const float *in,
     int cols = n * howo, nb = conv_block(ckk, howo);
 
 #ifdef NN_AVX2
-    if (c == 1 && k == 5 && h == C1_SIDE && wd == C1_SIDE) {
+    if (conv_direct(c, h, wd, k) == 1) {
         conv1_forward_avx2(out, in, w, b, n, oc);
+        return;
+    }
+#endif
+#ifdef NN_AVX2
+    if (conv_direct(c, h, wd, k) == 8) {
+        conv8_forward_avx2(out, in, w, b, n, c, h, wd, oc, k);
         return;
     }
 #endif
@@ -363,24 +448,22 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
         db[o] += sum_floats(dout + (size_t)o * cols, (size_t)cols);
 
 #ifdef NN_AVX2
-    /* the direct forward did not fill col: read in, or fill col now */
-    if (c == 1 && k == 5 && h == C1_SIDE && wd == C1_SIDE) {
-        if (din == NULL) {
-            conv1_dw_avx2(dw, dout, in, n, oc);
-            return;
-        }
-        for (int n0 = 0; n0 < n; n0 += nb)
-            conv_im2col(col + (size_t)ckk * n0 * howo, in, n, n0,
-                        n0 + nb < n ? n0 + nb : n, c, h, wd, k);
+    if (conv_direct(c, h, wd, k) == 1 && din == NULL) {
+        conv1_dw_avx2(dw, dout, in, n, oc);
+        return;
     }
-#else
-    (void)in;
 #endif
 
     for (int n0 = 0; n0 < n; n0 += nb) {
         int n1 = n0 + nb < n ? n0 + nb : n, bc = (n1 - n0) * howo;
-        const float *colb = col + (size_t)ckk * n0 * howo;
         const float *doutb = dout + (size_t)n0 * howo;
+        float *colb = col + (size_t)ckk * n0 * howo;
+
+        /* a direct forward left col empty: fill this block now */
+        if (conv_direct(c, h, wd, k)) {
+            colb = col;
+            conv_im2col(colb, in, n, n0, n1, c, h, wd, k);
+        }
 
         /* dw (OC, ckk) += doutb (OC, block) x colb^T (block, ckk) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk, bc,
