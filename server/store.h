@@ -86,7 +86,11 @@ typedef struct store_example {
     bool heldout;             /* set by the store: in the held-out split */
     uint32_t model_version;   /* the version that made the prediction */
     uint32_t round;           /* set by the store: the round collecting
-                               * when it was stored (see store_round_begin) */
+                               * when it was stored (see store_round_begin).
+                               * Rounds train on every earlier example, so
+                               * this round is also the first to train on
+                               * it (dadc.Example.round) once it has
+                               * finished with a candidate */
     int64_t created_ms;       /* Unix ms; 0 on put means "now" */
     char annotator[STORE_ANNOTATOR_MAX]; /* NUL-terminated, may be "" */
 } store_example_t;

@@ -33,7 +33,8 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* One epoch of base training with the engine's defaults. */
+/* One epoch of base training: a weaker model than the server's, with
+ * plenty of training images it gets wrong to flag. */
 static void base_train(void)
 {
     nn_train_opts_t o;
@@ -45,6 +46,12 @@ static void base_train(void)
     nn_model_init(base, 1);
     nn_train_opts_default(&o);
     o.epochs = 1;
+    o.batch = 64;
+    o.lr = 0.05;
+    o.momentum = 0.9;
+    o.lr_gamma = 1.0;
+    o.weight_decay = 0.0;
+    o.seed = 1;
     CHECK_EQ(nn_train(base, mnist.train_images.data,
                       mnist.train_labels.data, mnist.train_images.count, &o,
                       &tr, &err), 0);
@@ -144,6 +151,37 @@ static size_t count_correct(const nn_model_t *m, const round_set_t *set)
     return ev.correct;
 }
 
+static void second_round(store_t *s, size_t *next, const nn_model_t *cur,
+                         double cur_accuracy)
+{
+    round_data_t data;
+    round_input_t in;
+    round_result_t res;
+    uint32_t r = 0;
+
+    flag_until(s, next, 10);
+    CHECK_EQ(store_round_begin(s, "flags", 2, 0, &r, NULL), 0);
+    CHECK_EQ(r, 2);
+    CHECK_EQ(round_data_load(s, r, &data, NULL), 0);
+    CHECK_EQ(data.train.n, 20);
+    CHECK_EQ(data.ngroups, 2);
+    input_init(&in, &data);
+    in.current = cur;
+    in.current_version = 2;
+    in.current_mnist_accuracy = cur_accuracy;
+    CHECK_EQ(round_run(&in, &res, NULL), 0);
+    printf("second round: MNIST %.2f%% -> %.2f%%, flags learned %zu/20\n",
+           cur_accuracy * 100, res.mnist_accuracy * 100,
+           count_correct(res.candidate, &data.train));
+    CHECK_INT(count_correct(res.candidate, &data.train), >=, 16);
+    CHECK(res.promoted);
+    CHECK_EQ(res.nfigures, 5);
+    CHECK_STR(res.figures[4].set, "round-2");
+    CHECK_EQ(res.figures[4].round, 2);
+    round_result_free(&res);
+    round_data_free(&data);
+}
+
 static void test_round_learns_flagged(void)
 {
     store_t *s = store_with_base("learn");
@@ -209,6 +247,9 @@ static void test_round_learns_flagged(void)
                                        &loaded, NULL, NULL), 0);
     CHECK_EQ(count_correct(loaded, &data.train),
              count_correct(res.candidate, &data.train));
+
+    /* a second round trains on both rounds' flags and keeps the first */
+    second_round(s, &next, res.candidate, res.mnist_accuracy);
 
     nn_model_free(loaded);
     dadc__model_info__free_unpacked(mi, NULL);
