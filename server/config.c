@@ -403,7 +403,8 @@ void config_usage(const char *prog)
     char flag[48], value[CONFIG_PATH_MAX];
 
     config_defaults(&d);
-    printf("usage: %s [--config FILE] [--data-dir DIR]\n"
+    (void)prog;
+    printf("usage: dadc-server [--config FILE] [--data-dir DIR]\n"
            "         [--listen HOST:PORT] [--mnist DIR] [--KEY VALUE]...\n"
            "\nThe DADC server: serves predictions, stores flagged "
            "examples, retrains\nthe model in rounds and keeps every "
@@ -411,7 +412,7 @@ void config_usage(const char *prog)
            "the config file (`key =\nvalue` lines), the environment "
            "(DADC_<KEY>) and the command line.\n"
            "Sizes take K/KiB or M/MiB; durations are seconds or end in "
-           "\"ms\".\n\n", prog);
+           "\"ms\".\n\n");
     printf("  --config FILE\n      settings file (also DADC_CONFIG)\n");
     for (size_t k = 0; k < NOPTS; k++) {
         opt_flag(&opts[k], flag, sizeof(flag));
