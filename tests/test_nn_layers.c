@@ -157,7 +157,8 @@ static void test_linear(void)
     float *b = rand_buf(out), *g = rand_buf((size_t)n * out);
     float *y = rand_buf((size_t)n * out), *yr = rand_buf((size_t)n * out);
     float *dx = rand_buf((size_t)n * in), *rdx = rand_buf((size_t)n * in);
-    float *dw = calloc((size_t)out * in, 4), *rdw = calloc((size_t)out * in, 4);
+    float *dw = calloc((size_t)out * in, 4);
+    float *rdw = calloc((size_t)out * in, 4);
     float *db = calloc(out, 4), *rdb = calloc(out, 4);
 
     nn_linear_forward(y, x, w, b, n, in, out);
