@@ -37,6 +37,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static double cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static int usage(const char *msg)
 {
     fprintf(stderr, "bench_round: %s\ntry 'bench_round --help'\n", msg);
@@ -153,18 +161,20 @@ static int cmp_double(const void *a, const void *b)
 static int bench_run(const round_input_t *in, int repeat)
 {
     double total[REPEAT_MAX], train[REPEAT_MAX], eval[REPEAT_MAX];
+    double cpu[REPEAT_MAX];
     round_result_t res;
     dadc_error_t err = { 0 };
     int promoted = 0;
 
     for (int k = 0; k < repeat; k++) {
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
 
         if (round_run(in, &res, &err) != 0) {
             fprintf(stderr, "bench_round: %s\n", dadc_error_message(&err));
             return 1;
         }
         total[k] = now_s() - t0;
+        cpu[k] = cpu_s() - c0;
         train[k] = res.train_seconds;
         eval[k] = res.eval_seconds;
         promoted += res.promoted;
@@ -173,10 +183,12 @@ static int bench_run(const round_input_t *in, int repeat)
     qsort(total, (size_t)repeat, sizeof(double), cmp_double);
     qsort(train, (size_t)repeat, sizeof(double), cmp_double);
     qsort(eval, (size_t)repeat, sizeof(double), cmp_double);
+    qsort(cpu, (size_t)repeat, sizeof(double), cmp_double);
     printf("round, %u flags (median of %d): %.3f s (train %.3f s, "
-           "eval %.3f s), promoted %d/%d\n", (unsigned)in->data->train.n,
-           repeat, total[repeat / 2], train[repeat / 2], eval[repeat / 2],
-           promoted, repeat);
+           "eval %.3f s; %.3f CPU-s), promoted %d/%d\n",
+           (unsigned)in->data->train.n, repeat, total[repeat / 2],
+           train[repeat / 2], eval[repeat / 2], cpu[repeat / 2], promoted,
+           repeat);
     printf("target: %.3f s   ratio target/ours: %.2f\n", TARGET_S,
            TARGET_S / total[repeat / 2]);
     return 0;
