@@ -134,21 +134,33 @@ static int store_fail(dadc_error_t *err, int rc, const char *what)
 /* ------------------------------------------------------------------ */
 /* Transactions */
 
-static int store_read_begin(store_t *s, MDB_txn **txn, dadc_error_t *err)
+/*
+ * Begin a transaction with the grow lock held shared. When another
+ * process has grown the map, adopt its size (with no transaction of
+ * ours open) and try again.
+ */
+static int store_txn_begin(store_t *s, unsigned flags, MDB_txn **txn)
 {
     int rc;
 
     pthread_rwlock_rdlock(&s->grow_lock);
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    rc = mdb_txn_begin(s->env, NULL, flags, txn);
     if (rc == MDB_MAP_RESIZED) {
-        /* Another process grew the map: adopt its size, then retry. */
         pthread_rwlock_unlock(&s->grow_lock);
         pthread_rwlock_wrlock(&s->grow_lock);
         mdb_env_set_mapsize(s->env, 0);
         pthread_rwlock_unlock(&s->grow_lock);
         pthread_rwlock_rdlock(&s->grow_lock);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+        rc = mdb_txn_begin(s->env, NULL, flags, txn);
     }
+    return rc;
+}
+
+static int store_read_begin(store_t *s, MDB_txn **txn, dadc_error_t *err)
+{
+    int rc;
+
+    rc = store_txn_begin(s, MDB_RDONLY, txn);
     if (rc != 0) {
         pthread_rwlock_unlock(&s->grow_lock);
         return store_fail(err, rc, "begin read transaction");
@@ -195,8 +207,7 @@ static int store_write(store_t *s, store_write_fn fn, void *ctx,
     int rc;
 
     for (;;) {
-        pthread_rwlock_rdlock(&s->grow_lock);
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        rc = store_txn_begin(s, 0, &txn);
         if (rc != 0) {
             pthread_rwlock_unlock(&s->grow_lock);
             return store_fail(err, rc, "begin write transaction");
@@ -493,6 +504,35 @@ static int store_open_fn(store_t *s, MDB_txn *txn, void *ctx,
     return store_round_interrupted(s, txn, err);
 }
 
+/*
+ * LMDB maps the file and trusts its meta page: a data file cut short
+ * (a bad copy, a full disk outside LMDB's control) would fault on the
+ * first page past its end. Refuse it up front instead.
+ */
+static int store_check_size(store_t *s, const char *dir, dadc_error_t *err)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat fst;
+    char path[4096];
+    uint64_t need;
+
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (stat(path, &fst) != 0)
+        return dadc_error_set(err, -errno, "store: %s: %s", path,
+                              strerror(errno));
+    need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)fst.st_size < need)
+        return dadc_error_set(err, DADC_ETRUNC,
+                              "store: %s is truncated: %lld bytes, its "
+                              "pages need %llu", path,
+                              (long long)fst.st_size,
+                              (unsigned long long)need);
+    return 0;
+}
+
 static int store_env_open(store_t *s, const char *dir, size_t map_bytes,
                           dadc_error_t *err)
 {
@@ -520,7 +560,7 @@ static int store_env_open(store_t *s, const char *dir, size_t map_bytes,
                               dir, mdb_strerror(rc));
     if (rc != 0)
         return store_fail(err, rc, "open environment");
-    return 0;
+    return store_check_size(s, dir, err);
 }
 
 int store_open(store_t **out, const char *dir, const store_opts_t *opts,

@@ -116,6 +116,7 @@ typedef struct store_counters {
  *   DADC_EFORMAT  dir holds an LMDB environment that is not a DADC store
  *                 (foreign databases, wrong or missing schema), or files
  *                 that are not LMDB at all
+ *   DADC_ETRUNC   data.mdb is shorter than its own meta page says
  *   DADC_ERANGE   a bad option (heldout_share outside 0..1)
  *   DADC_ESTORE   another LMDB failure (message names the call)
  *   -errno        a system error (e.g. -ENOENT, -EACCES for dir)

@@ -516,6 +516,16 @@ static void test_foreign_data_refused(void)
     raw_put(dir, "meta", "schema", 6, "\x07\0\0\0", 4);
     check_refused(dir, "schema version 7");
 
+    /* a real store cut short, as by a bad copy */
+    dir = fresh_dir("truncated");
+    s = open_ok(dir, 0);
+    put_batch(s, 0, 500);
+    store_close(s);
+    s = NULL;
+    CHECK_EQ(truncate(test_path("truncated/data.mdb"), 3 * 4096), 0);
+    CHECK_EQ(store_open(&s, dir, NULL, &err), DADC_ETRUNC);
+    CHECK_CONTAINS(err.msg, "truncated");
+
     CHECK_EQ(store_open(&s, test_path("absent"), NULL, &err), -ENOENT);
     CHECK_CONTAINS(err.msg, "absent");
     store_opts_default(&o);
