@@ -293,6 +293,57 @@ int e2e_cli(const e2e_server_t *s, char **out, char **err, ...)
     return rc;
 }
 
+pid_t e2e_cli_spawn(const e2e_server_t *s, const char *out_path, ...)
+{
+    char *argv[E2E_MAX_ARGS], bin[600];
+    const char *a;
+    va_list ap;
+    pid_t pid;
+    int n = 0;
+
+    snprintf(bin, sizeof(bin), "%s/dadc", test_bin_dir());
+    argv[n++] = bin;
+    argv[n++] = "--server";
+    argv[n++] = (char *)s->addr;
+    va_start(ap, out_path);
+    while ((a = va_arg(ap, const char *)) != NULL && n < E2E_MAX_ARGS - 1)
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+        if (o < 0)
+            _exit(126);
+        dup2(o, 1);
+        dup2(o, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int e2e_wait(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int status;
+
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status)
+                                     : 128 + WTERMSIG(status);
+        CHECK_EQ(r, 0);
+        if (now_ms() >= deadline)
+            return -1;
+        sleep_ms(10);
+    }
+}
+
 void e2e_write_test_png(const char *path, size_t i)
 {
     const mnist_t *m = e2e_mnist();

@@ -65,6 +65,19 @@ dadc_client_t *e2e_connect(const e2e_server_t *s, const char *annotator);
 int e2e_cli(const e2e_server_t *s, char **out, char **err, ...)
     __attribute__((sentinel));
 
+/*
+ * Start `dadc --server ADDR ARGS...` without waiting; its stdout and
+ * stderr go to out_path. Returns its pid.
+ */
+pid_t e2e_cli_spawn(const e2e_server_t *s, const char *out_path, ...)
+    __attribute__((sentinel));
+
+/*
+ * Wait up to timeout_ms for pid to exit: its exit status, or -1 if it is
+ * still running (then it is left running).
+ */
+int e2e_wait(pid_t pid, int timeout_ms);
+
 /* Write MNIST test image i as a 28x28 PNG at path. */
 void e2e_write_test_png(const char *path, size_t i);
 
