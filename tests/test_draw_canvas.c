@@ -303,7 +303,7 @@ static void test_replay_parse(void)
     static const char script[] =
         "# a comment\n"
         "\n"
-        "stroke 0.1,0.2 0.3,0.4\n"
+        "stroke 0.1,0.2 0.3,0.4 # two points\n"
         "stroke-px 140,28\n"
         "  key 7  \n"
         "key ctrl+z\n"
@@ -311,7 +311,7 @@ static void test_replay_parse(void)
         "wait-ms 250\n"
         "wait-prediction\n"
         "resize 800 600\n"
-        "save-mnist /tmp/x y.png\n"
+        "save-mnist /tmp/x y#2.png   # the 28x28 image\n"
         "quit\n";
     replay_t r;
 
@@ -329,7 +329,7 @@ static void test_replay_parse(void)
     CHECK_EQ(r.cmds[5].a, 250);
     CHECK_EQ(r.cmds[7].a, 800);
     CHECK_EQ(r.cmds[7].b, 600);
-    CHECK_STR(r.cmds[8].path, "/tmp/x y.png");
+    CHECK_STR(r.cmds[8].path, "/tmp/x y#2.png");
     CHECK_EQ(r.cmds[9].op, REPLAY_QUIT);
     replay_free(&r);
 }

@@ -42,7 +42,7 @@ static void digits_chart(app_t *app, SDL_Rect r, const net_msg_t *f)
     uint64_t most = 1;
     char buf[32];
 
-    ui_text(app, app->fonts.large, "Fooled examples per digit",
+    ui_text(app, app->fonts.large, "Fooled examples per true digit",
             r.x + u(app, 10), r.y + u(app, 8), col_text, 0);
     x = r.x + u(app, 10);
     legend_item(app, &x, r.y + u(app, 40), col_fooled, "fooled");
@@ -60,8 +60,9 @@ static void digits_chart(app_t *app, SDL_Rect r, const net_msg_t *f)
         ui_rect_fill(app, (SDL_Rect){bx, base - hs, bw, hs}, col_submitted);
         ui_rect_fill(app, (SDL_Rect){bx + bw / 4, base - hf, bw / 2, hf},
                      col_fooled);
-        snprintf(buf, sizeof(buf), "%llu",
-                 (unsigned long long)f->digit_fooled[d]);
+        snprintf(buf, sizeof(buf), "%llu/%llu",
+                 (unsigned long long)f->digit_fooled[d],
+                 (unsigned long long)f->digit_submitted[d]);
         ui_text(app, app->fonts.small, buf, bx + bw / 2,
                 base - hs - u(app, 16), col_text, 1);
         snprintf(buf, sizeof(buf), "%d", d);

@@ -21,7 +21,7 @@
 #define NET_BACKOFF_MIN_MS 500
 #define NET_BACKOFF_MAX_MS 10000
 #define NET_FIGURES_EVERY_MS 15000
-#define NET_FLAG_RETRY_MS 2000
+#define NET_FLAG_RETRY_MS 2000     /* also for a failed prediction */
 #define NET_QUEUE_MAX 256
 
 typedef struct net_node {
@@ -42,6 +42,7 @@ struct net {
     dadc_client_t *client;   /* for dadc_client_cancel from net_stop */
     pending_t pending;
     bool predict_due;
+    int64_t predict_retry_at;  /* after a failed attempt */
     unsigned predict_seq;
     uint8_t predict_image[784];
     bool figures_due;
@@ -184,6 +185,7 @@ static int session_open(net_t *n, dadc_client_t **out)
     n->status.round_threshold = info.round_threshold;
     n->status.pending_fooled = info.pending_fooled;
     n->figures_due = true;
+    n->predict_retry_at = 0;
     pthread_mutex_unlock(&n->lock);
     *out = c;
     return 0;
@@ -216,30 +218,27 @@ static void event_handle(net_t *n, const Dadc__Event *ev)
 {
     switch (ev->kind_case) {
     case DADC__EVENT__KIND_ROUND_STARTED:
-        notice_post(n, "Round %u started: retraining on %u examples",
+        notice_post(n, "Round %u: retraining on %u examples",
                     ev->round_started->round,
                     ev->round_started->train_examples);
         break;
     case DADC__EVENT__KIND_ROUND_FINISHED:
         if (ev->round_finished->info != NULL &&
             !ev->round_finished->info->promoted)
-            notice_post(n, "Round %u: new model v%u not promoted (%s)",
+            notice_post(n, "Round %u: v%u not promoted",
                         ev->round_finished->info->round,
-                        ev->round_finished->info->candidate_version,
-                        ev->round_finished->info->reason);
+                        ev->round_finished->info->candidate_version);
         model_changed(n, n->status.model_version);
         break;
     case DADC__EVENT__KIND_MODEL_PROMOTED:
         model_changed(n, ev->model_promoted->version);
-        notice_post(n, "New model v%u promoted (was v%u)",
-                    ev->model_promoted->version,
-                    ev->model_promoted->previous_version);
+        notice_post(n, "New model v%u promoted",
+                    ev->model_promoted->version);
         break;
     case DADC__EVENT__KIND_MODEL_ROLLED_BACK:
         model_changed(n, ev->model_rolled_back->version);
-        notice_post(n, "Rolled back to model v%u (was v%u)",
-                    ev->model_rolled_back->version,
-                    ev->model_rolled_back->previous_version);
+        notice_post(n, "Rolled back to model v%u",
+                    ev->model_rolled_back->version);
         break;
     default:
         break;
@@ -259,6 +258,23 @@ static int events_drain(net_t *n, dadc_client_t *c)
     return rc == DADC_ETIMEDOUT ? 0 : rc;
 }
 
+/*
+ * Ask again later (on this connection after a pause, or on the next
+ * one) unless the UI has asked about a newer drawing meanwhile: the
+ * drawing on screen must get its answer in the end.
+ */
+static void predict_requeue(net_t *n, const uint8_t *image, unsigned seq)
+{
+    pthread_mutex_lock(&n->lock);
+    if (!n->predict_due) {
+        memcpy(n->predict_image, image, sizeof(n->predict_image));
+        n->predict_seq = seq;
+        n->predict_due = true;
+        n->predict_retry_at = now_ms() + NET_FLAG_RETRY_MS;
+    }
+    pthread_mutex_unlock(&n->lock);
+}
+
 static int work_predict(net_t *n, dadc_client_t *c, const uint8_t *image,
                         unsigned seq)
 {
@@ -270,6 +286,7 @@ static int work_predict(net_t *n, dadc_client_t *c, const uint8_t *image,
         if (!rc_fatal(rc))
             notice_post(n, "Prediction failed: %s",
                         dadc_client_last_error(c));
+        predict_requeue(n, image, seq);
         return rc;
     }
     node = node_new(NET_MSG_PREDICTION);
@@ -412,7 +429,7 @@ typedef struct net_work {
 static void work_take(net_t *n, net_work_t *w, int64_t flag_retry_at)
 {
     pthread_mutex_lock(&n->lock);
-    w->predict = n->predict_due;
+    w->predict = n->predict_due && now_ms() >= n->predict_retry_at;
     if (w->predict) {
         w->seq = n->predict_seq;
         memcpy(w->image, n->predict_image, sizeof(w->image));
@@ -611,6 +628,7 @@ void net_predict(net_t *n, const uint8_t image[784], unsigned seq)
     memcpy(n->predict_image, image, sizeof(n->predict_image));
     n->predict_seq = seq;
     n->predict_due = true;
+    n->predict_retry_at = 0;
     pthread_mutex_unlock(&n->lock);
     net_poke(n);
 }

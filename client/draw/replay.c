@@ -172,6 +172,12 @@ static const char *line_parse(replay_t *r, char *line, int lineno)
     size_t i;
 
     line += strspn(line, " \t\r");
+    for (char *h = strchr(line, '#'); h != NULL; h = strchr(h + 1, '#')) {
+        if (h == line || h[-1] == ' ' || h[-1] == '\t') {
+            *h = '\0';   /* a comment runs to the end of the line */
+            break;
+        }
+    }
     end = line + strlen(line);
     while (end > line && strchr(" \t\r", end[-1]) != NULL)
         *--end = '\0';

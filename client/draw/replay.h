@@ -1,7 +1,7 @@
 /*
  * Replay scripts: a drawing session written down as text, for tests,
- * demos and screenshots. One command a line; blank lines and lines
- * starting with '#' are skipped.
+ * demos and screenshots. One command a line; '#' at the start of a line
+ * or after a space starts a comment; blank lines are skipped.
  *
  *   stroke X,Y X,Y ...     a stroke through these points, canvas units
  *                          (0..1, origin top left); one point is a dot

@@ -528,18 +528,13 @@ static void status_draw(app_t *app)
                          limit))
             return;
     }
-    if (app->notice[0] != '\0' &&
-        SDL_GetTicks() - app->notice_at < 20000 &&
-        !status_item(app, app->notice, (SDL_Color){255, 214, 102, 255},
-                     &x, limit))
-        return;
     if (st->model_version != 0) {
         snprintf(buf, sizeof(buf), "model v%u", st->model_version);
         if (!status_item(app, buf, col_status_text, &x, limit))
             return;
     }
     if (st->figures_known) {
-        snprintf(buf, sizeof(buf), "you: %llu fooled / %llu submitted",
+        snprintf(buf, sizeof(buf), "you fooled it %llu of %llu",
                  (unsigned long long)st->my_fooled,
                  (unsigned long long)st->my_submitted);
         if (!status_item(app, buf, col_status_text, &x, limit))
@@ -551,6 +546,9 @@ static void status_draw(app_t *app)
         if (!status_item(app, buf, col_status_text, &x, limit))
             return;
     }
+    if (app->notice[0] != '\0' && SDL_GetTicks() - app->notice_at < 20000)
+        status_item(app, app->notice, (SDL_Color){255, 214, 102, 255}, &x,
+                    limit);
 }
 
 static const char *const help_keys[][2] = {
