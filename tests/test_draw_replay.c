@@ -5,6 +5,12 @@
  */
 #include "test_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "draw_x.h"
 #include "image.h"
 
@@ -192,6 +198,59 @@ static void test_screenshot(void)
     free(b.pixels);
 }
 
+/* Seconds on the monotonic clock. */
+static double clock_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * A server that takes the connection and never answers: the network
+ * thread sits in Hello for its 5 s timeout, again and again, while
+ * drawing, saving and quitting go on at once.
+ */
+static void test_silent_server(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char script[2048], server[32], *err;
+    double t0, took, limit;
+    int rc;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(fd >= 0);
+    CHECK_EQ(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    CHECK_EQ(listen(fd, 8), 0);   /* never accepted: the kernel holds it */
+    CHECK_EQ(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(server, sizeof(server), "127.0.0.1:%d", ntohs(a.sin_port));
+    snprintf(script, sizeof(script), "wait-ms 300\n%skey z\n%s"
+             "save-drawing %s\nscreenshot %s\nquit\n", seven, seven,
+             test_path("silent.png"), test_path("silent-shot.png"));
+    test_write_file(test_path("silent.txt"), script, strlen(script));
+    {
+        const char *args[] = {"--server", server, "--no-pending-file",
+                              "--replay", test_path("silent.txt"), NULL};
+
+        t0 = clock_s();
+        rc = draw_run(args, 60, &err);
+        took = clock_s() - t0;
+    }
+    CHECK_EQ(rc, 0);
+    free(err);
+    close(fd);
+#ifdef __SANITIZE_ADDRESS__
+    limit = 20.0;   /* everything is slower; the checks above still hold */
+#else
+    limit = 4.5;    /* under the 5 s the network thread is stuck for */
+#endif
+    printf("drew, saved and quit in %.2f s with a silent server\n", took);
+    CHECK(took < limit);
+}
+
 /* Bad arguments and files: clear messages and documented statuses. */
 static void test_bad_input(void)
 {
@@ -232,6 +291,7 @@ int main(void)
     TEST_RUN(test_undo_and_clear_keys);
     TEST_RUN(test_keyboard_pen);
     TEST_RUN(test_screenshot);
+    TEST_RUN(test_silent_server);
     TEST_RUN(test_bad_input);
     draw_x_stop();
     return test_finish();
