@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -70,29 +71,43 @@ static void make_model(const char *path)
     nn_model_free(m);
 }
 
-static void server_start(void)
+/*
+ * Start dadc-server on an ephemeral port with the store in tmp/data
+ * (created from a model file on the first start) and its log in
+ * tmp/<name>.log. max_conns is its connection limit; nofile > 0 sets the
+ * descriptor limit (soft and hard) it runs under.
+ */
+static void server_start(const char *name, int max_conns, long nofile)
 {
     char bin[512], model[512], data[512], port_file[512], conns[16];
-    char pending[32];
+    char pending[32], file[64];
     const char *mnist = test_mnist_dir();
     double deadline;
+    char *text;
 
     CHECK(mnist != NULL);
     snprintf(bin, sizeof(bin), "%s/dadc-server", test_bin_dir());
     snprintf(model, sizeof(model), "%s", test_path("init.safetensors"));
     snprintf(data, sizeof(data), "%s", test_path("data"));
-    snprintf(port_file, sizeof(port_file), "%s", test_path("port"));
-    snprintf(log_path, sizeof(log_path), "%s", test_path("server.log"));
-    snprintf(conns, sizeof(conns), "%d", MAX_CONNS);
+    snprintf(file, sizeof(file), "%s.port", name);
+    snprintf(port_file, sizeof(port_file), "%s", test_path(file));
+    snprintf(file, sizeof(file), "%s.log", name);
+    snprintf(log_path, sizeof(log_path), "%s", test_path(file));
+    snprintf(conns, sizeof(conns), "%d", max_conns);
     snprintf(pending, sizeof(pending), "%d", PENDING_OUT);
-    make_model(model);
+    if (access(model, R_OK) != 0)
+        make_model(model);
 
-    atexit(server_kill);
     server_pid = fork();
     CHECK(server_pid >= 0);
     if (server_pid == 0) {
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
+
         dup2(fd, 2);
+        close(fd);
+        if (nofile > 0)
+            setrlimit(RLIMIT_NOFILE, &rl);
         execl(bin, bin, "--data-dir", data, "--mnist", mnist, "--listen",
               "127.0.0.1:0", "--port-file", port_file, "--init-model",
               model, "--frame-timeout", "0.5", "--idle-timeout", "3",
@@ -111,7 +126,7 @@ static void server_start(void)
         CHECK(now_s() < deadline);
         sleep_ms(20);
     }
-    char *text = test_read_file(port_file, NULL);
+    text = test_read_file(port_file, NULL);
     server_port = atoi(text);
     free(text);
     CHECK(server_port > 0);
@@ -338,17 +353,30 @@ static void expect_served(void)
     close(fd);
 }
 
+/* A /proc file's text (its size is not known in advance). */
+static void proc_read(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    CHECK(f != NULL);
+    n = fread(buf, 1, size - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    CHECK(n > 0);
+}
+
 static long server_rss_kib(void)
 {
-    char path[64], *text, *p;
+    char path[64], text[4096], *p;
     long kib = -1;
 
     snprintf(path, sizeof(path), "/proc/%d/status", (int)server_pid);
-    text = test_read_file(path, NULL);
+    proc_read(path, text, sizeof(text));
     p = strstr(text, "VmRSS:");
-    if (p != NULL)
-        kib = strtol(p + 6, NULL, 10);
-    free(text);
+    CHECK(p != NULL);
+    kib = strtol(p + 6, NULL, 10);
+    CHECK(kib > 0);
     return kib;
 }
 
@@ -739,7 +767,8 @@ static void test_idle_closed(void)
     close(fd);
 }
 
-static void test_sigterm_clean(void)
+/* SIGTERM: the server finishes and exits 0 with the store closed. */
+static void server_stop_clean(void)
 {
     double deadline = now_s() + 30;
     int status = 0;
@@ -759,10 +788,67 @@ static void test_sigterm_clean(void)
     free(log);
 }
 
+static void test_sigterm_clean(void)
+{
+    server_stop_clean();
+}
+
+/* CPU time the server used so far, in clock ticks. */
+static long server_cpu_ticks(void)
+{
+    char path[64], text[4096], *p;
+    unsigned long ut = 0, st = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)server_pid);
+    proc_read(path, text, sizeof(text));
+    p = strrchr(text, ')');
+    CHECK(p != NULL);
+    /* After the name: state, then utime and stime are the 12th and 13th
+     * fields. */
+    CHECK_EQ(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                    "%lu %lu", &ut, &st), 2);
+    return (long)(ut + st);
+}
+
+/* Out of descriptors: the server (restarted on the same store with a
+ * limit of 40) keeps serving its connections, does not spin, and takes
+ * new ones again once descriptors are free. */
+static void test_fd_exhaustion(void)
+{
+    enum { FLOOD = 60 };
+    int keeper, flood[FLOOD];
+    long before, used;
+    char *log;
+
+    server_start("fds", 1000, 40);
+    keeper = tc_connect();
+    hello(keeper, 1);
+    for (int i = 0; i < FLOOD; i++)
+        flood[i] = tc_connect();
+    sleep_ms(300);
+
+    before = server_cpu_ticks();
+    sleep_ms(1000);
+    used = server_cpu_ticks() - before;
+    CHECK_INT(used, <, 30);
+    hello(keeper, 2);
+    log = test_read_file(log_path, NULL);
+    CHECK_CONTAINS(log, "model version 1 loaded");
+    free(log);
+
+    for (int i = 0; i < FLOOD; i++)
+        close(flood[i]);
+    close(keeper);
+    wait_connections_at_most(1);
+    expect_served();
+    server_stop_clean();
+}
+
 int main(void)
 {
     test_init("server_abuse", 240);
-    server_start();
+    atexit(server_kill);
+    server_start("server", MAX_CONNS, 0);
     TEST_RUN(test_listening_logged);
     TEST_RUN(test_empty_frame);
     TEST_RUN(test_oversized_prefix);
@@ -778,5 +864,6 @@ int main(void)
     TEST_RUN(test_slow_reader_dropped);
     TEST_RUN(test_idle_closed);
     TEST_RUN(test_sigterm_clean);
+    TEST_RUN(test_fd_exhaustion);
     return test_finish();
 }
