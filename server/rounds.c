@@ -431,7 +431,7 @@ int rounds_start(server_t *s, const char *trigger, uint32_t *round,
                  dadc_error_t *err)
 {
     round_job_t *job;
-    uint32_t r = 0;
+    uint32_t r = 0, train;
     int rc;
 
     if (s->round_job != NULL)
@@ -460,8 +460,10 @@ int rounds_start(server_t *s, const char *trigger, uint32_t *round,
     uv_queue_work(s->loop, &job->req, round_work_cb, round_after_cb);
     LOG(LOG_INFO, "round", "round %u started (%s): fine-tuning version %u",
         r, trigger, job->base->version);
-    events_round_started(s, r, job->base->version, trigger,
-                         rounds_train_examples(s));
+    train = rounds_train_examples(s);
+    if (train > job->in.opts.max_adversarial)
+        train = (uint32_t)job->in.opts.max_adversarial;
+    events_round_started(s, r, job->base->version, trigger, train);
     if (round != NULL)
         *round = r;
     return 0;
