@@ -397,13 +397,12 @@ void config_print(const server_config_t *cfg)
     }
 }
 
-void config_usage(const char *prog)
+void config_usage(void)
 {
     server_config_t d;
     char flag[48], value[CONFIG_PATH_MAX];
 
     config_defaults(&d);
-    (void)prog;
     printf("usage: dadc-server [--config FILE] [--data-dir DIR]\n"
            "         [--listen HOST:PORT] [--mnist DIR] [--KEY VALUE]...\n"
            "\nThe DADC server: serves predictions, stores flagged "
@@ -473,7 +472,7 @@ static int config_scan_args(int argc, char **argv, const char **config,
         if (strcmp(argv[i], "--print-config") == 0)
             continue;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            config_usage(argv[0]);
+            config_usage();
             return 1;
         }
         if (strcmp(argv[i], "--version") == 0) {

@@ -81,6 +81,6 @@ int config_load_file(server_config_t *cfg, const char *path,
 void config_print(const server_config_t *cfg);
 
 /* Print --help to stdout. */
-void config_usage(const char *prog);
+void config_usage(void);
 
 #endif
