@@ -258,6 +258,7 @@ static void test_bad_input(void)
     const char *bad_font[] = {"--font", "/nonexistent/font.ttf", NULL};
     const char *bad_server[] = {"--server", "nocolon", NULL};
     const char *help[] = {"--help", NULL};
+    const char *unknown[] = {"--colour", "red", NULL};
     char *err;
 
     CHECK_EQ(draw_run(bad_size, 30, &err), 2);
@@ -268,6 +269,9 @@ static void test_bad_input(void)
     free(err);
     CHECK_EQ(draw_run(bad_server, 30, &err), 2);
     CHECK_CONTAINS(err, "--server");
+    free(err);
+    CHECK_EQ(draw_run(unknown, 30, &err), 2);
+    CHECK_CONTAINS(err, "dadc-draw: unknown option '--colour'");
     free(err);
     CHECK_EQ(draw_run(help, 30, &err), 0);
     CHECK_CONTAINS(err, "wait-prediction");

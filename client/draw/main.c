@@ -183,9 +183,15 @@ static int options_parse(draw_options_t *o, int argc, char **argv)
         .replay_timeout_ms = 30000, .width = 1000, .height = 660,
         .scale = 1.0f, .brush = CANVAS_BRUSH_DEFAULT,
     };
-    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1)
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
+        if (opt == ':')
+            return usage_error("%s needs a value", argv[optind - 1]);
+        if (opt == '?')
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         if ((rc = option_apply(o, opt, optarg)) >= 0)
             return rc;
+    }
     if (optind < argc)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (dadc_client_parse_address(o->server, host, sizeof(host), &port,
