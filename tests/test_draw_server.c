@@ -258,12 +258,62 @@ static void test_server_gone(void)
     e2e_server_stop(&s);
 }
 
+/* Bright pixels (text) in the status bar along the window's bottom. */
+static long status_text_pixels(const char *png)
+{
+    image_t img;
+    long n = 0;
+
+    image_must_load(png, &img);
+    for (int y = img.height - 30; y < img.height; y++)
+        for (int x = 0; x < img.width; x++)
+            n += img.pixels[(size_t)y * img.width + x] > 150;
+    free(img.pixels);
+    return n;
+}
+
+/*
+ * The server's events reach the status bar: a round started by Train
+ * shows up as a notice in the running client.
+ */
+static void test_event_notice(void)
+{
+    const char *script, *before = path_keep("e-before.png");
+    const char *after = path_keep("e-after.png");
+    dadc_client_t *c;
+    e2e_server_t s;
+    uint32_t round = 0;
+    pid_t draw;
+
+    e2e_server_start(&s, test_path("data-e"), NULL);
+    script = script_write("e.txt", "wait-connected\nwait-ms 300\n"
+                          "screenshot %s\nwait-notice\nwait-ms 300\n"
+                          "screenshot %s\nquit\n", before, after);
+    {
+        const char *args[] = {"--server", s.addr, "--no-pending-file",
+                              "--size", WIN_SIZE, "--replay", script,
+                              "--replay-timeout", "120", NULL};
+
+        draw = draw_spawn(args, test_path("e-stderr"));
+    }
+    file_wait(before, draw, 60);
+    c = e2e_connect(&s, "operator");
+    CHECK_EQ(dadc_client_train(c, &round), 0);
+    CHECK_INT(round, >, 0);
+    dadc_client_close(c);
+    CHECK_EQ(draw_wait(draw, 150), 0);
+    CHECK_INT(status_text_pixels(after), >,
+              status_text_pixels(before) + 200);
+    e2e_server_stop(&s);
+}
+
 int main(void)
 {
     test_init("test_draw_server", 600);
     draw_x_start();
     TEST_RUN(test_draw_predict_flag);
     TEST_RUN(test_server_gone);
+    TEST_RUN(test_event_notice);
     draw_x_stop();
     return test_finish();
 }

@@ -135,6 +135,7 @@ typedef struct app {
     float kb_x, kb_y;         /* keyboard pen, canvas units */
 
     unsigned figures_count;   /* figures received so far */
+    unsigned event_count;     /* server events received so far */
     char shot_path[4096];     /* screenshot wanted at the next frame */
 
     bool dirty;

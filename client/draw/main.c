@@ -64,6 +64,7 @@ static void usage_print(FILE *out)
 "  wait-disconnected     until the connection is down\n"
 "  wait-flags            until no flag waits to be delivered\n"
 "  wait-stats            until fresh dashboard figures have arrived\n"
+"  wait-notice           until the server's next event (round, model)\n"
 "  resize W H            set the window size\n"
 "  save-mnist FILE       the 28x28 image the model sees, as PNG\n"
 "  save-drawing FILE     the drawing the model's input is made from,\n"
@@ -268,6 +269,7 @@ static void net_drain(app_t *app)
             app->figures_count++;
         } else {
             snprintf(app->notice, sizeof(app->notice), "%s", m->text);
+            app->event_count += m->event;
             app->notice_at = SDL_GetTicks();
             /* The model may have changed: ask again about the drawing. */
             if (!canvas_is_empty(&app->canvas))

@@ -128,20 +128,41 @@ static net_node_t *node_new(net_msg_kind_t kind)
     return node;
 }
 
+static void notice_vpost(net_t *n, bool event, const char *fmt, va_list ap)
+{
+    net_node_t *node = node_new(NET_MSG_NOTICE);
+
+    if (node == NULL)
+        return;
+    vsnprintf(node->msg.text, sizeof(node->msg.text), fmt, ap);
+    node->msg.event = event;
+    msg_post(n, node);
+}
+
+/* A line for the status bar about our own trouble. */
 static void notice_post(net_t *n, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void notice_post(net_t *n, const char *fmt, ...)
 {
-    net_node_t *node = node_new(NET_MSG_NOTICE);
     va_list ap;
 
-    if (node == NULL)
-        return;
     va_start(ap, fmt);
-    vsnprintf(node->msg.text, sizeof(node->msg.text), fmt, ap);
+    notice_vpost(n, false, fmt, ap);
     va_end(ap);
-    msg_post(n, node);
+}
+
+/* A line for the status bar about one of the server's events. */
+static void event_post(net_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void event_post(net_t *n, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    notice_vpost(n, true, fmt, ap);
+    va_end(ap);
 }
 
 static void status_error_set(net_t *n, const char *msg)
@@ -218,26 +239,26 @@ static void event_handle(net_t *n, const Dadc__Event *ev)
 {
     switch (ev->kind_case) {
     case DADC__EVENT__KIND_ROUND_STARTED:
-        notice_post(n, "Round %u: retraining on %u examples",
+        event_post(n, "Round %u: retraining on %u examples",
                     ev->round_started->round,
                     ev->round_started->train_examples);
         break;
     case DADC__EVENT__KIND_ROUND_FINISHED:
         if (ev->round_finished->info != NULL &&
             !ev->round_finished->info->promoted)
-            notice_post(n, "Round %u: v%u not promoted",
+            event_post(n, "Round %u: v%u not promoted",
                         ev->round_finished->info->round,
                         ev->round_finished->info->candidate_version);
         model_changed(n, n->status.model_version);
         break;
     case DADC__EVENT__KIND_MODEL_PROMOTED:
         model_changed(n, ev->model_promoted->version);
-        notice_post(n, "New model v%u promoted",
+        event_post(n, "New model v%u promoted",
                     ev->model_promoted->version);
         break;
     case DADC__EVENT__KIND_MODEL_ROLLED_BACK:
         model_changed(n, ev->model_rolled_back->version);
-        notice_post(n, "Rolled back to model v%u",
+        event_post(n, "Rolled back to model v%u",
                     ev->model_rolled_back->version);
         break;
     default:

@@ -91,6 +91,7 @@ typedef struct net_msg {
 
     /* NET_MSG_NOTICE: a line for the status bar (events, failures) */
     char text[200];
+    bool event;               /* it reports one of the server's events */
 } net_msg_t;
 
 typedef struct net_config {

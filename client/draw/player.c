@@ -96,6 +96,8 @@ static bool wait_done(player_t *pl, app_t *app, const replay_cmd_t *c)
         return app->status.state != NET_CONNECTED;
     case REPLAY_WAIT_FLAGS:
         return app->status.flags_waiting == 0;
+    case REPLAY_WAIT_NOTICE:
+        return app->event_count != pl->notices_seen;
     default:
         return app->figures_count != pl->figures_seen;
     }
@@ -108,6 +110,7 @@ static bool wait_step(player_t *pl, app_t *app, const replay_cmd_t *c)
         pl->waiting = true;
         pl->started = SDL_GetTicks();
         pl->figures_seen = app->figures_count;
+        pl->notices_seen = app->event_count;
         if (c->op == REPLAY_WAIT_STATS)
             net_figures_request(app->net);
     }

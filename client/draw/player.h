@@ -15,6 +15,7 @@ typedef struct player {
     bool waiting;            /* the current command is a wait under way */
     uint32_t started;        /* SDL ticks when that wait began */
     unsigned figures_seen;   /* figures count when wait-stats began */
+    unsigned notices_seen;   /* event count when wait-notice began */
     int timeout_ms;
 } player_t;
 

@@ -22,6 +22,7 @@ static const op_name_t op_names[] = {
     {"wait-disconnected", REPLAY_WAIT_DISCONNECTED},
     {"wait-flags", REPLAY_WAIT_FLAGS},
     {"wait-stats", REPLAY_WAIT_STATS},
+    {"wait-notice", REPLAY_WAIT_NOTICE},
     {"resize", REPLAY_RESIZE},
     {"save-mnist", REPLAY_SAVE_MNIST},
     {"save-drawing", REPLAY_SAVE_DRAWING},

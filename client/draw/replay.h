@@ -17,6 +17,8 @@
  *   wait-disconnected      until the connection is down
  *   wait-flags             until no flag is waiting to be delivered
  *   wait-stats             until the dashboard figures have arrived
+ *   wait-notice            until the server's next event (round started
+ *                          or finished, model promoted or rolled back)
  *   resize W H             set the window size (in window units)
  *   save-mnist FILE        the 28x28 image the model sees, as PNG
  *   save-drawing FILE      the drawing the model's input is made from
@@ -45,6 +47,7 @@ typedef enum replay_op {
     REPLAY_WAIT_DISCONNECTED,
     REPLAY_WAIT_FLAGS,
     REPLAY_WAIT_STATS,
+    REPLAY_WAIT_NOTICE,
     REPLAY_RESIZE,
     REPLAY_SAVE_MNIST,
     REPLAY_SAVE_DRAWING,
