@@ -266,9 +266,22 @@ static void test_pending_roundtrip(void)
     CHECK_EQ(p.count, 2);
     CHECK_EQ(p.items[0].label, 5);
 
+    /* a second user of the same file is turned away while it is open */
+    {
+        pending_t q;
+        dadc_error_t err;
+
+        CHECK_EQ(pending_open(&q, path, &err), DADC_EBUSY);
+        CHECK_CONTAINS(err.msg, "another dadc-draw is using it");
+    }
+
     /* an empty list leaves no file behind */
     CHECK_EQ(pending_drop(&p, 2, NULL), 0);
     CHECK(stat(path, &st) != 0 && errno == ENOENT);
+    pending_close(&p);
+
+    /* closed, the file is free again */
+    CHECK_EQ(pending_open(&p, path, NULL), 0);
     pending_close(&p);
 }
 

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,17 +98,62 @@ static int file_load(pending_t *p, FILE *f, dadc_error_t *err)
     return rc;
 }
 
+/* mkdir -p of the directory part of path. */
+static int dir_make(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+
+    if (len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *s = buf + 1; *s != '\0'; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return -errno;
+        *s = '/';
+    }
+    return 0;
+}
+
+/* Take PATH.lock (making its directory first). */
+static int lock_take(pending_t *p, dadc_error_t *err)
+{
+    char lock[4200];
+    int rc = dir_make(p->path);
+
+    if (rc != 0)
+        return dadc_error_set(err, rc, "%s: cannot make its directory: %s",
+                              p->path, strerror(-rc));
+    snprintf(lock, sizeof(lock), "%s.lock", p->path);
+    p->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (p->lock_fd < 0)
+        return dadc_error_set(err, -errno, "%s: %s", lock, strerror(errno));
+    if (flock(p->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return dadc_error_set(err, errno == EWOULDBLOCK ? DADC_EBUSY
+                                                        : -errno,
+                              "%s: another dadc-draw is using it; give "
+                              "this one its own --pending-file", p->path);
+    return 0;
+}
+
 int pending_open(pending_t *p, const char *path, dadc_error_t *err)
 {
     FILE *f;
     int rc;
 
     memset(p, 0, sizeof(*p));
+    p->lock_fd = -1;
     if (path == NULL)
         return 0;
     p->path = strdup(path);
     if (p->path == NULL)
         return -ENOMEM;
+    rc = lock_take(p, err);
+    if (rc != 0)
+        goto fail_open;
 
     f = fopen(path, "r");
     if (f == NULL) {
@@ -128,29 +175,12 @@ fail_open:
 
 void pending_close(pending_t *p)
 {
+    if (p->lock_fd >= 0)
+        close(p->lock_fd);   /* releases the lock */
     free(p->items);
     free(p->path);
     memset(p, 0, sizeof(*p));
-}
-
-/* mkdir -p of the directory part of path. */
-static int dir_make(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-
-    if (len >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *s = buf + 1; *s != '\0'; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-            return -errno;
-        *s = '/';
-    }
-    return 0;
+    p->lock_fd = -1;
 }
 
 static int file_write(const pending_t *p, FILE *f)

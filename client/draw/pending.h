@@ -32,13 +32,17 @@ typedef struct pending {
     int count;
     int cap;
     char *path;   /* NULL: memory only */
+    int lock_fd;  /* holds PATH.lock while open; -1 when none */
 } pending_t;
 
 /*
  * Load the list kept at path (a missing file is an empty list). path may
- * be NULL for a list kept in memory only. On a malformed file returns
- * DADC_EFORMAT with "path:line: what" in err and leaves the file alone;
- * other failures -errno or -ENOMEM. On error p needs no pending_close.
+ * be NULL for a list kept in memory only. While the list is open, an
+ * exclusive lock on PATH.lock keeps a second program from using the same
+ * file (each would overwrite the other's flags): DADC_EBUSY then. On a
+ * malformed file returns DADC_EFORMAT with "path:line: what" in err and
+ * leaves the file alone; other failures -errno or -ENOMEM. On error p
+ * needs no pending_close.
  */
 int pending_open(pending_t *p, const char *path, dadc_error_t *err);
 
