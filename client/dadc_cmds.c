@@ -357,10 +357,12 @@ static void stats_print_rounds(const Dadc__StatsResponse *s)
             printf("    (collecting)\n");
         else if (r->info->running)
             printf("    training from v%u\n", r->info->base_version);
+        else if (r->info->reason && r->info->reason[0])
+            printf("    candidate v%u: %s\n", r->info->candidate_version,
+                   r->info->reason);
         else
-            printf("    candidate v%u %s: %s\n", r->info->candidate_version,
-                   r->info->promoted ? "promoted" : "rejected",
-                   r->info->reason ? r->info->reason : "");
+            printf("    candidate v%u %s\n", r->info->candidate_version,
+                   r->info->promoted ? "promoted" : "kept back");
     }
 }
 

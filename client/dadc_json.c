@@ -236,17 +236,13 @@ static void format_time(int64_t unix_ms, char *buf, size_t size)
 static void round_finished_text(const Dadc__RoundInfo *r, char *buf,
                                 size_t size)
 {
-    double mnist = -1;
-    size_t i;
-
-    for (i = 0; i < r->n_figures; i++)
-        if (r->figures[i]->set && strcmp(r->figures[i]->set,
-                                         "mnist-test") == 0)
-            mnist = r->figures[i]->accuracy;
-    snprintf(buf, size, "round %u finished: candidate v%u %s (%s)"
-             "; mnist-test %.2f%%", r->round, r->candidate_version,
-             r->promoted ? "promoted" : "rejected", str_or_empty(r->reason),
-             mnist < 0 ? 0.0 : 100.0 * mnist);
+    if (r->reason && r->reason[0])
+        snprintf(buf, size, "round %u finished: candidate v%u: %s",
+                 r->round, r->candidate_version, r->reason);
+    else
+        snprintf(buf, size, "round %u finished: candidate v%u %s",
+                 r->round, r->candidate_version,
+                 r->promoted ? "promoted" : "kept back");
 }
 
 void cli_event_text(const Dadc__Event *e, char *buf, size_t size)
