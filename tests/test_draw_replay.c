@@ -135,6 +135,48 @@ static void test_undo_and_clear_keys(void)
     free(err);
 }
 
+/* A finger draws what the mouse draws (touch events, not mouse ones). */
+static void test_touch(void)
+{
+    char script[2048], touch[1024], *err;
+    image_t m, t;
+    long differ = 0, ink_m = 0, ink_t = 0;
+    size_t n = 0;
+
+    /* the seven again, as finger strokes */
+    for (const char *p = seven; *p != '\0'; p++) {
+        if (strncmp(p, "stroke ", 7) == 0) {
+            n += (size_t)snprintf(touch + n, sizeof(touch) - n, "touch ");
+            p += 6;
+        } else {
+            touch[n++] = *p;
+        }
+    }
+    touch[n] = '\0';
+    snprintf(script, sizeof(script), "%ssave-drawing %s\nquit\n", seven,
+             test_path("by-mouse.png"));
+    CHECK_EQ(replay_run("mouse.txt", script, &err), 0);
+    free(err);
+    snprintf(script, sizeof(script), "%ssave-drawing %s\nquit\n", touch,
+             test_path("by-touch.png"));
+    CHECK_EQ(replay_run("touch.txt", script, &err), 0);
+    free(err);
+
+    /* the same up to the mouse's rounding to whole window points */
+    image_must_load(test_path("by-mouse.png"), &m);
+    image_must_load(test_path("by-touch.png"), &t);
+    for (int i = 0; i < m.width * m.height; i++) {
+        differ += abs(m.pixels[i] - t.pixels[i]) > 64;
+        ink_m += m.pixels[i];
+        ink_t += t.pixels[i];
+    }
+    CHECK_INT(ink_t, >, 0);
+    CHECK_NEAR((double)ink_t / (double)ink_m, 1.0, 0.03);
+    CHECK_INT(differ, <, m.width * m.height / 100);
+    free(m.pixels);
+    free(t.pixels);
+}
+
 /* Drawing with the keyboard alone: Space, arrows, Space. */
 static void test_keyboard_pen(void)
 {
@@ -293,6 +335,7 @@ int main(void)
     draw_x_start();
     TEST_RUN(test_mnist_matches_png_path);
     TEST_RUN(test_undo_and_clear_keys);
+    TEST_RUN(test_touch);
     TEST_RUN(test_keyboard_pen);
     TEST_RUN(test_screenshot);
     TEST_RUN(test_silent_server);

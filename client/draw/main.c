@@ -57,6 +57,7 @@ static void usage_print(FILE *out)
 "starts a comment.\n"
 "  stroke X,Y X,Y ...    a stroke, canvas units 0..1 from the top left\n"
 "  stroke-px X,Y ...     the same in pixels of a 280x280 canvas\n"
+"  touch X,Y ...         a stroke drawn with a finger, canvas units\n"
 "  key NAME              a key press: 7, c, ctrl+z, F1, Escape, Tab, ...\n"
 "  wait-ms N             let N milliseconds pass\n"
 "  wait-prediction       until the current drawing's prediction is in\n"

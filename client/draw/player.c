@@ -41,6 +41,30 @@ static void stroke_push(app_t *app, const replay_cmd_t *c)
     mouse_push(app, SDL_MOUSEBUTTONUP, c->points[c->count - 1]);
 }
 
+/* The same stroke as finger events (positions are window fractions). */
+static void touch_push(app_t *app, const replay_cmd_t *c)
+{
+    SDL_Rect r = app->layout.canvas;
+    SDL_Event ev;
+
+    for (int i = 0; i <= c->count; i++) {
+        const canvas_point_t *p = &c->points[i < c->count ? i : i - 1];
+
+        SDL_zero(ev);
+        ev.type = i == 0 ? SDL_FINGERDOWN
+                         : (i == c->count ? SDL_FINGERUP : SDL_FINGERMOTION);
+        ev.tfinger.touchId = 1;
+        ev.tfinger.fingerId = 1;
+        ev.tfinger.x = ((float)r.x + p->x * (float)r.w) /
+                       (float)app->layout.width;
+        ev.tfinger.y = ((float)r.y + p->y * (float)r.h) /
+                       (float)app->layout.height;
+        ev.tfinger.pressure = 1.0f;
+        ev.tfinger.windowID = SDL_GetWindowID(app->window);
+        SDL_PushEvent(&ev);
+    }
+}
+
 static void key_push(app_t *app, const replay_cmd_t *c)
 {
     SDL_Event ev;
@@ -138,6 +162,9 @@ static bool cmd_run(player_t *pl, app_t *app, const replay_cmd_t *c)
     switch (c->op) {
     case REPLAY_STROKE:
         stroke_push(app, c);
+        return false;
+    case REPLAY_TOUCH:
+        touch_push(app, c);
         return false;
     case REPLAY_KEY:
         key_push(app, c);

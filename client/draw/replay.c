@@ -15,6 +15,7 @@ typedef struct op_name {
 static const op_name_t op_names[] = {
     {"stroke", REPLAY_STROKE},
     {"stroke-px", REPLAY_STROKE},
+    {"touch", REPLAY_TOUCH},
     {"key", REPLAY_KEY},
     {"wait-ms", REPLAY_WAIT_MS},
     {"wait-prediction", REPLAY_WAIT_PREDICTION},
@@ -122,6 +123,7 @@ static const char *args_parse(replay_cmd_t *c, const char *cmd, char *args)
 
     switch (c->op) {
     case REPLAY_STROKE:
+    case REPLAY_TOUCH:
         return points_parse(c, args,
                             strcmp(cmd, "stroke-px") ? 1.0f : REPLAY_SIDE_PX);
     case REPLAY_KEY:

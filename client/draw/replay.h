@@ -6,6 +6,8 @@
  *   stroke X,Y X,Y ...     a stroke through these points, canvas units
  *                          (0..1, origin top left); one point is a dot
  *   stroke-px X,Y ...      the same in pixels of a 280x280 canvas
+ *   touch X,Y X,Y ...      a stroke drawn with a finger (touch events),
+ *                          canvas units
  *   key NAME               press and release a key: a digit, a letter,
  *                          or an SDL key name (F1, Escape, Tab, Return,
  *                          Space, Left, ...), with optional "ctrl+" or
@@ -40,6 +42,7 @@
 
 typedef enum replay_op {
     REPLAY_STROKE,
+    REPLAY_TOUCH,
     REPLAY_KEY,
     REPLAY_WAIT_MS,
     REPLAY_WAIT_PREDICTION,
