@@ -112,7 +112,8 @@ static void server_start(const char *name, int max_conns, long nofile)
               "127.0.0.1:0", "--port-file", port_file, "--init-model",
               model, "--frame-timeout", "0.5", "--idle-timeout", "3",
               "--max-connections", conns, "--max-pending-out", pending,
-              "--log-level", "debug", (char *)NULL);
+              "--round-threshold", "1000000", "--log-level", "debug",
+              (char *)NULL);
         _exit(127);
     }
 
@@ -662,6 +663,83 @@ static void test_large_frame_and_half_close(void)
     close(fd);
 }
 
+/* Flags pipelined with predicts: each answered with its id after the
+ * commit, every example stored once with the server's own prediction. */
+static void test_pipelined_flags(void)
+{
+    enum { N = 40 };
+    static uint8_t buf[N * (NN_IMAGE_PIXELS + 64)];
+    uint8_t imgs[N][NN_IMAGE_PIXELS];
+    uint64_t ids[N + 1] = {0};
+    size_t off = 0, flags = 0;
+    Dadc__Request sreq = DADC__REQUEST__INIT;
+    Dadc__StatsRequest st = DADC__STATS_REQUEST__INIT;
+    Dadc__Response *r;
+    uint64_t before;
+    int fd = tc_connect();
+
+    hello(fd, 100);
+    sreq.id = 101;
+    sreq.call_case = DADC__REQUEST__CALL_STATS;
+    sreq.stats = &st;
+    send_request(fd, &sreq);
+    r = recv_response(fd);
+    before = r->stats->overall->submitted;
+    dadc__response__free_unpacked(r, NULL);
+
+    for (int i = 1; i <= N; i++) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__FlagRequest fr = DADC__FLAG_REQUEST__INIT;
+        Dadc__FlagItem item = DADC__FLAG_ITEM__INIT;
+        Dadc__FlagItem *itemp = &item;
+        Dadc__PredictRequest p;
+        ProtobufCBinaryData bd = {NN_IMAGE_PIXELS, imgs[i - 1]};
+
+        make_image(imgs[i - 1], (unsigned)(1000 + i));
+        if (i % 4 == 0) {
+            predict_request(&req, &p, &bd, 1, (uint64_t)i);
+        } else {
+            item.image = bd;
+            item.label = (uint32_t)(i % 10);
+            fr.n_items = 1;
+            fr.items = &itemp;
+            req.id = (uint64_t)i;
+            req.call_case = DADC__REQUEST__CALL_FLAG;
+            req.flag = &fr;
+            flags++;
+        }
+        off += frame_request(buf + off, &req);
+    }
+    send_all(fd, buf, off);
+
+    for (int k = 0; k < N; k++) {
+        r = recv_response(fd);
+        CHECK(r->id >= 1 && r->id <= N);
+        CHECK_EQ(status_of(r), 0);
+        if (r->id % 4 != 0) {
+            CHECK_EQ(r->result_case, DADC__RESPONSE__RESULT_FLAG);
+            CHECK_EQ(r->flag->n_results, 1);
+            CHECK_EQ(r->flag->model_version, 1);
+            CHECK(r->flag->results[0]->example_id > 0);
+            CHECK_EQ(r->flag->results[0]->fooled,
+                     r->flag->results[0]->predicted != r->id % 10);
+            ids[r->id] = r->flag->results[0]->example_id;
+        }
+        dadc__response__free_unpacked(r, NULL);
+    }
+    for (int i = 1; i <= N; i++) {
+        for (int j = i + 1; j <= N; j++)
+            CHECK(ids[i] == 0 || ids[i] != ids[j]);
+    }
+
+    sreq.id = 102;
+    send_request(fd, &sreq);
+    r = recv_response(fd);
+    CHECK_EQ(r->stats->overall->submitted, before + flags);
+    dadc__response__free_unpacked(r, NULL);
+    close(fd);
+}
+
 static void test_connection_limit(void)
 {
     int fds[MAX_CONNS + 8], n = 0, rejected = -1;
@@ -860,6 +938,7 @@ int main(void)
     TEST_RUN(test_slowloris);
     TEST_RUN(test_pipelined);
     TEST_RUN(test_large_frame_and_half_close);
+    TEST_RUN(test_pipelined_flags);
     TEST_RUN(test_connection_limit);
     TEST_RUN(test_slow_reader_dropped);
     TEST_RUN(test_idle_closed);
