@@ -255,10 +255,17 @@ static void focus_key(app_t *app, bool back)
     app->dirty = true;
 }
 
-static app_action_t key_action(SDL_Keycode key, Uint16 mod)
+static app_action_t key_action(SDL_Keycode key, SDL_Scancode code,
+                               Uint16 mod)
 {
     bool ctrl = (mod & KMOD_CTRL) != 0, shift = (mod & KMOD_SHIFT) != 0;
 
+    /* The digit row by position, so layouts that need Shift for digits
+     * (AZERTY) flag with the same keys. */
+    if (code >= SDL_SCANCODE_1 && code <= SDL_SCANCODE_0 && !ctrl)
+        return (app_action_t)(ACT_FLAG0 +
+                              (code == SDL_SCANCODE_0
+                                   ? 0 : 1 + (code - SDL_SCANCODE_1)));
     if (key >= SDLK_0 && key <= SDLK_9 && !ctrl && !shift)
         return (app_action_t)(ACT_FLAG0 + (key - SDLK_0));
     if (key >= SDLK_KP_1 && key <= SDLK_KP_9)
@@ -281,7 +288,7 @@ static void key_event(app_t *app, const SDL_KeyboardEvent *ev)
 {
     SDL_Keycode key = ev->keysym.sym;
     Uint16 mod = ev->keysym.mod;
-    app_action_t action = key_action(key, mod);
+    app_action_t action = key_action(key, ev->keysym.scancode, mod);
 
     if (key == SDLK_q && (mod & KMOD_CTRL)) {
         app->quit = true;
