@@ -21,6 +21,10 @@
 #define APP_NAME "dadc-draw"
 #define APP_DEFAULT_FONT "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 #define APP_MAX_BUTTONS 24
+/* The smallest window (points) where the canvas is still at least
+ * 280x280 and the panel's contents fit. */
+#define APP_MIN_WIDTH 760
+#define APP_MIN_HEIGHT 600
 
 /*
  * The model's input is made from the drawing at CANVAS_MODEL_SIDE with a

@@ -166,7 +166,7 @@ void dash_render(app_t *app, SDL_Rect area)
 {
     int m = u(app, 12), bottom = u(app, 60);
     SDL_Rect left, right;
-    bool wide = area.w > area.h * 3 / 2;
+    bool wide = area.w >= u(app, 900);
 
     left = (SDL_Rect){area.x + m, area.y + m, 0, 0};
     if (wide) {

@@ -138,10 +138,11 @@ static int option_apply(draw_options_t *o, int opt, const char *arg)
     case OPT_SCREENSHOT: o->screenshot = arg; break;
     case OPT_SIZE:
         if (sscanf(arg, "%dx%d%c", &o->width, &o->height, &end) != 2 ||
-            o->width < 640 || o->height < 440 || o->width > 16384 ||
+            o->width < APP_MIN_WIDTH || o->height < APP_MIN_HEIGHT ||
+            o->width > 16384 ||
             o->height > 16384)
             return usage_error("--size: '%s' is not WxH, at least "
-                               "640x440", arg);
+                               "760x600", arg);
         break;
     case OPT_SCALE:
         if (!float_parse(arg, 0.5f, 4.0f, &o->scale))
@@ -385,8 +386,7 @@ static int video_open(app_t *app, const draw_options_t *o)
                 SDL_GetError());
         return -1;
     }
-    /* The canvas never gets smaller than 280x280 points. */
-    SDL_SetWindowMinimumSize(app->window, 640, 440);
+    SDL_SetWindowMinimumSize(app->window, APP_MIN_WIDTH, APP_MIN_HEIGHT);
     app->renderer = SDL_CreateRenderer(app->window, -1, 0);
     if (app->renderer == NULL)
         app->renderer = SDL_CreateRenderer(app->window, -1,

@@ -297,7 +297,11 @@ static void button_draw(app_t *app, int i)
     const ui_button_t *b = &app->buttons[i];
     TTF_Font *f = b->action >= ACT_FLAG0 ? app->fonts.large
                                          : app->fonts.normal;
-    int h = TTF_FontHeight(f);
+    int h;
+
+    if (text_width(f, b->label) > b->rect.w - u(app, 6))
+        f = app->fonts.small;   /* a narrow window */
+    h = TTF_FontHeight(f);
 
     ui_rect_fill(app, b->rect, col_button);
     ui_rect_frame(app, b->rect, i == app->focus ? col_accent : col_line,
