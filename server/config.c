@@ -63,6 +63,8 @@ static const opt_def_t opts[] = {
     {"round_lr", DBL(round_lr, 1e-9, 10), "fine-tuning learning rate"},
     {"base_epochs", U32(base_epochs, 0, 1000),
      "base model epochs on an empty store (0: engine default)"},
+    {"base_images", U32(base_images, 0, 1e9),
+     "MNIST training images for the base model (0: all)"},
     {"max_frame", SIZE(max_frame, 1024, 1u << 30),
      "largest frame after Hello"},
     {"max_frame_pre_hello", SIZE(max_frame_pre_hello, 64, 1u << 30),

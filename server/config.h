@@ -39,6 +39,7 @@ typedef struct server_config {
     uint32_t round_epochs;         /* fine-tuning epochs per round */
     double round_lr;               /* fine-tuning learning rate */
     uint32_t base_epochs;          /* base training; 0: engine default */
+    uint32_t base_images;          /* MNIST images for it; 0: all */
 
     /* Limits. */
     uint32_t max_frame;            /* bytes of one frame after Hello */

@@ -32,6 +32,7 @@ typedef struct base_job {
     nn_eval_t eval;
     uint8_t *st;              /* the model as safetensors */
     size_t st_len;
+    size_t images;            /* training images used */
     int rc;
     int logged_quarter;
     dadc_error_t err;
@@ -168,8 +169,8 @@ static void base_work_cb(uv_work_t *req)
         return;
     nn_model_init(job->model, BASE_SEED);
     job->rc = nn_train(job->model, mn->train_images.data,
-                       mn->train_labels.data, mn->train_images.count,
-                       &job->opts, &job->res, &job->err);
+                       mn->train_labels.data, job->images, &job->opts,
+                       &job->res, &job->err);
     if (job->rc == 0)
         job->rc = nn_evaluate(job->model, mn->test_images.data,
                               mn->test_labels.data,
@@ -231,12 +232,14 @@ static int base_train_start(server_t *s, dadc_error_t *err)
     job->opts.progress_cb = base_progress_cb;
     job->opts.user = job;
     job->opts.cancel = &s->cancel;
+    job->images = s->mnist.train_images.count;
+    if (s->cfg.base_images > 0 && s->cfg.base_images < job->images)
+        job->images = s->cfg.base_images;
     s->base_job = true;
     s->base_training = true;
     LOG(LOG_INFO, "base", "empty store: training the base model on %zu "
         "MNIST images, %d epochs; Predict and Flag answer UNAVAILABLE "
-        "until it is stored", s->mnist.train_images.count,
-        job->opts.epochs);
+        "until it is stored", job->images, job->opts.epochs);
     uv_queue_work(s->loop, &job->req, base_work_cb, base_after_cb);
     return 0;
 }
