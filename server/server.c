@@ -337,19 +337,20 @@ void server_ready(server_t *s)
     FILE *f;
 
     s->ready = true;
-    LOG(LOG_INFO, "server", "ready: serving model version %u on port %d",
-        s->current->version, s->port);
-    if (s->cfg.port_file[0] == '\0')
-        return;
 
     /* Written only now, so a script that waits for the file finds a
-     * server that answers Predict. */
-    snprintf(tmp, sizeof(tmp), "%s.tmp", s->cfg.port_file);
-    f = fopen(tmp, "w");
-    if (f == NULL || fprintf(f, "%d\n", s->port) < 0 || fclose(f) != 0 ||
-        rename(tmp, s->cfg.port_file) != 0)
-        LOG(LOG_ERROR, "server", "cannot write port file %s: %s",
-            s->cfg.port_file, strerror(errno));
+     * server that answers Predict; and before the log line, so a reader
+     * of the log finds the file. */
+    if (s->cfg.port_file[0] != '\0') {
+        snprintf(tmp, sizeof(tmp), "%s.tmp", s->cfg.port_file);
+        f = fopen(tmp, "w");
+        if (f == NULL || fprintf(f, "%d\n", s->port) < 0 ||
+            fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0)
+            LOG(LOG_ERROR, "server", "cannot write port file %s: %s",
+                s->cfg.port_file, strerror(errno));
+    }
+    LOG(LOG_INFO, "server", "ready: serving model version %u on port %d",
+        s->current->version, s->port);
 }
 
 void server_stop(server_t *s, const char *why)
