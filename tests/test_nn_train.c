@@ -17,13 +17,17 @@
 #endif
 
 #ifdef SANITIZED
-#define TRAIN_IMAGES 6000
-#define TEST_IMAGES 2000
-#define MIN_ACCURACY 0.85
+#define TRAIN_IMAGES 3000
+#define TEST_IMAGES 1000
+#define MIN_ACCURACY 0.75
+#define REPEAT_IMAGES 256
+#define LR 0.05
 #else
 #define TRAIN_IMAGES 60000
 #define TEST_IMAGES 10000
 #define MIN_ACCURACY 0.96
+#define REPEAT_IMAGES 1000
+#define LR 0.01
 #endif
 
 static mnist_t d;
@@ -63,7 +67,7 @@ static void test_short_run_accuracy(void)
     nn_model_init(m, 1);
     nn_train_opts_default(&o);
     o.epochs = 1;
-    o.lr = 0.01;
+    o.lr = LR;
     o.momentum = 0.9;
     o.progress_cb = progress_cb;
     o.user = &log;
@@ -105,11 +109,11 @@ static void test_repeatable(void)
     CHECK_EQ(nn_model_create_reference(&b), 0);
     nn_model_init(a, 77);
     nn_model_init(b, 77);
-    CHECK_EQ(nn_train(a, d.train_images.data, d.train_labels.data, 1000, &o,
-                      &r, NULL),
+    CHECK_EQ(nn_train(a, d.train_images.data, d.train_labels.data,
+                      REPEAT_IMAGES, &o, &r, NULL),
              0);
-    CHECK_EQ(nn_train(b, d.train_images.data, d.train_labels.data, 1000, &o,
-                      &r, NULL),
+    CHECK_EQ(nn_train(b, d.train_images.data, d.train_labels.data,
+                      REPEAT_IMAGES, &o, &r, NULL),
              0);
     CHECK(memcmp(nn_model_params(a), nn_model_params(b),
                  nn_model_nparams(a) * 4) == 0);
@@ -117,8 +121,8 @@ static void test_repeatable(void)
     /* another seed: other shuffles and dropout masks */
     o.seed = 78;
     nn_model_init(b, 77);
-    CHECK_EQ(nn_train(b, d.train_images.data, d.train_labels.data, 1000, &o,
-                      &r, NULL),
+    CHECK_EQ(nn_train(b, d.train_images.data, d.train_labels.data,
+                      REPEAT_IMAGES, &o, &r, NULL),
              0);
     CHECK(memcmp(nn_model_params(a), nn_model_params(b),
                  nn_model_nparams(a) * 4) != 0);
@@ -147,7 +151,7 @@ static void test_cancel_and_bad_input(void)
     o.progress_cb = cancel_cb;
     o.user = (void *)&cancel;
     o.cancel = &cancel;
-    CHECK_EQ(nn_train(m, d.train_images.data, d.train_labels.data, 5000, &o,
+    CHECK_EQ(nn_train(m, d.train_images.data, d.train_labels.data, 2048, &o,
                       &r, &err),
              DADC_ECANCELED);
     CHECK_EQ(r.epochs_done, 0);
