@@ -342,10 +342,16 @@ void server_ready(server_t *s)
      * server that answers Predict; and before the log line, so a reader
      * of the log finds the file. */
     if (s->cfg.port_file[0] != '\0') {
+        int bad;
+
         snprintf(tmp, sizeof(tmp), "%s.tmp", s->cfg.port_file);
         f = fopen(tmp, "w");
-        if (f == NULL || fprintf(f, "%d\n", s->port) < 0 ||
-            fclose(f) != 0 || rename(tmp, s->cfg.port_file) != 0)
+        bad = f == NULL;
+        if (f != NULL) {
+            bad = fprintf(f, "%d\n", s->port) < 0;
+            bad |= fclose(f) != 0;
+        }
+        if (bad || rename(tmp, s->cfg.port_file) != 0)
             LOG(LOG_ERROR, "server", "cannot write port file %s: %s",
                 s->cfg.port_file, strerror(errno));
     }
