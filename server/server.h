@@ -3,9 +3,12 @@
  * serving model, the store and the round in progress.
  *
  * Everything in server_t is touched only on the loop thread. Work for
- * the thread pool (base training, flag commits, rounds) gets copies or
- * immutable snapshots, and only its after-work callback, back on the
- * loop thread, changes server state.
+ * the thread pool (base training, rounds, flag commits, large Predict
+ * batches) gets copies or immutable snapshots (models are never changed
+ * once loaded, and are held by reference), and only its after-work
+ * callback, back on the loop thread, changes server state. The store is
+ * the exception that proves the rule: its calls are thread-safe
+ * (store.h), so workers read it and a flag commit writes it.
  *
  * Subsystems, one file each:
  *   server.c    listener, accept, the connection limit, the sweep timer
@@ -127,9 +130,13 @@ struct server {
 
 /* ---- server.c ---- */
 
-/* Set up the loop's handles, open the store and start listening (the
- * model comes later, see rounds.c). Returns 0 or a negative code with a
- * message in err. */
+/*
+ * Set up the loop's handles, open the store, load MNIST, start listening,
+ * and load the current model (or store --init-model, or start base
+ * training on the pool: rounds_init). On failure everything opened is
+ * being closed: call server_run anyway, which then returns 1. Returns 0
+ * or a negative code with a message in err.
+ */
 int server_init(server_t *s, uv_loop_t *loop, const server_config_t *cfg,
                 dadc_error_t *err);
 
