@@ -84,8 +84,12 @@ static void handle_hello(server_t *s, conn_t *c, const Dadc__Request *req)
     snprintf(c->annotator, sizeof(c->annotator), "%s",
              h->annotator != NULL ? h->annotator : "");
     c->hello_done = true;
-    LOG(LOG_DEBUG, c->name, "hello from \"%.64s\", annotator \"%s\"",
-        h->client_name != NULL ? h->client_name : "", c->annotator);
+    if (log_level_current >= LOG_DEBUG) {
+        char name[65], who[STORE_ANNOTATOR_MAX];
+        LOG(LOG_DEBUG, c->name, "hello from \"%s\", annotator \"%s\"",
+            log_clean(h->client_name, name, sizeof(name)),
+            log_clean(c->annotator, who, sizeof(who)));
+    }
 
     out.protocol_version = PROTOCOL_CURRENT;
     out.server_version = DADC_VERSION;

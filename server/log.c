@@ -114,3 +114,15 @@ char *log_sample(const uint8_t *bytes, size_t len, char *out,
         snprintf(out + n, out_size - n, " (%zu bytes)", len);
     return out;
 }
+
+char *log_clean(const char *in, char *out, size_t out_size)
+{
+    size_t n = 0;
+
+    for (; in != NULL && in[n] != '\0' && n + 1 < out_size; n++) {
+        unsigned char c = (unsigned char)in[n];
+        out[n] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    out[n] = '\0';
+    return out;
+}

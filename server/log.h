@@ -65,4 +65,11 @@ const char *log_level_name(log_level_t level);
 char *log_sample(const uint8_t *bytes, size_t len, char *out,
                  size_t out_size);
 
+/*
+ * A peer-given string made safe to log: printable ASCII kept, anything
+ * else (control bytes, escapes, UTF-8) shown as '?', cut to fit out
+ * (always NUL-terminated). in may be NULL. Returns out.
+ */
+char *log_clean(const char *in, char *out, size_t out_size);
+
 #endif
