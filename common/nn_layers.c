@@ -285,20 +285,24 @@ static void conv1_dw_avx2(float *dw, const float *dout, const float *in,
 
 /*
  * Direct kernel for convolutions whose output rows are exactly 8 wide
- * (the second layer: 12x12 -> 8x8): a block of 4 output rows x G output
- * channels keeps 4*G accumulators in registers; each input vector loaded
- * feeds G multiply-adds and each broadcast weight 4.
+ * (the second layer: 12x12 -> 8x8): a block of R output rows x G output
+ * channels keeps R*G accumulators in registers (at most 10, so with the
+ * inputs and the weight everything fits the 16 vector registers); each
+ * input vector loaded feeds G multiply-adds and each broadcast weight R.
  */
+#define C8_R 2
+#define C8_G 5
+
 static inline __attribute__((always_inline)) void
 conv8_block(float *out, const float *in, const float *w, const float *b,
             int n, int ni, int c, int h, int wd, int k, int o0, int y0,
             const int G)
 {
-    __m256 acc[3][4];
+    __m256 acc[C8_G][C8_R];
     int ckk = c * k * k;
 
     for (int j = 0; j < G; j++)
-        for (int r = 0; r < 4; r++)
+        for (int r = 0; r < C8_R; r++)
             acc[j][r] = _mm256_broadcast_ss(&b[o0 + j]);
     for (int ci = 0; ci < c; ci++) {
         const float *plane = in + ((size_t)ci * n + ni) * h * wd;
@@ -308,14 +312,14 @@ conv8_block(float *out, const float *in, const float *w, const float *b,
                 const float *src = plane + (size_t)(y0 + ky) * wd + kx;
                 const float *wk = w + (size_t)o0 * ckk + (ci * k + ky) * k +
                                   kx;
-                __m256 x[4];
+                __m256 x[C8_R];
 
-                for (int r = 0; r < 4; r++)
+                for (int r = 0; r < C8_R; r++)
                     x[r] = _mm256_loadu_ps(src + (size_t)r * wd);
                 for (int j = 0; j < G; j++) {
                     __m256 wv = _mm256_broadcast_ss(wk + (size_t)j * ckk);
 
-                    for (int r = 0; r < 4; r++)
+                    for (int r = 0; r < C8_R; r++)
                         acc[j][r] = _mm256_fmadd_ps(wv, x[r], acc[j][r]);
                 }
             }
@@ -323,7 +327,7 @@ conv8_block(float *out, const float *in, const float *w, const float *b,
     for (int j = 0; j < G; j++) {
         float *dst = out + (((size_t)(o0 + j) * n + ni) * 8 + y0) * 8;
 
-        for (int r = 0; r < 4; r++)
+        for (int r = 0; r < C8_R; r++)
             _mm256_storeu_ps(dst + 8 * r, acc[j][r]);
     }
 }
@@ -334,11 +338,11 @@ static void conv8_forward_avx2(float *out, const float *in, const float *w,
                                int oc, int k)
 {
     for (int ni = 0; ni < n; ni++)
-        for (int y0 = 0; y0 < 8; y0 += 4) {
+        for (int y0 = 0; y0 < 8; y0 += C8_R) {
             int o = 0;
 
-            for (; o + 3 <= oc; o += 3)
-                conv8_block(out, in, w, b, n, ni, c, h, wd, k, o, y0, 3);
+            for (; o + C8_G <= oc; o += C8_G)
+                conv8_block(out, in, w, b, n, ni, c, h, wd, k, o, y0, C8_G);
             for (; o < oc; o++)
                 conv8_block(out, in, w, b, n, ni, c, h, wd, k, o, y0, 1);
         }
