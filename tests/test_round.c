@@ -16,8 +16,20 @@
 #include "store.h"
 
 #define NWRONG 64
+#define BASE_IMAGES 15000
+#define WRONG_CHUNK 1000
+
+/* Under the sanitizers the engine is many times slower: evaluate on the
+ * first 1,000 MNIST test images there, on all 10,000 otherwise. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_IMAGES 1000
+#else
+#define TEST_IMAGES 10000
+#endif
 
 static mnist_t mnist;
+/* mnist with the test set cut to TEST_IMAGES; shares its memory */
+static mnist_t view;
 static nn_model_t *base;
 static double base_accuracy;
 /* training images the base model gets wrong, with its predictions */
@@ -33,8 +45,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* One epoch of base training: a weaker model than the server's, with
- * plenty of training images it gets wrong to flag. */
+/* One epoch of base training on part of the training set (cheap under
+ * the sanitizers): a weaker model than the server's, with plenty of
+ * the other training images wrong to flag. */
 static void base_train(void)
 {
     nn_train_opts_t o;
@@ -53,30 +66,38 @@ static void base_train(void)
     o.weight_decay = 0.0;
     o.seed = 1;
     CHECK_EQ(nn_train(base, mnist.train_images.data,
-                      mnist.train_labels.data, mnist.train_images.count, &o,
-                      &tr, &err), 0);
-    CHECK_EQ(nn_evaluate(base, mnist.test_images.data,
-                         mnist.test_labels.data, mnist.test_images.count,
+                      mnist.train_labels.data, BASE_IMAGES, &o, &tr, &err),
+             0);
+    CHECK_EQ(nn_evaluate(base, view.test_images.data,
+                         view.test_labels.data, view.test_images.count,
                          &ev), 0);
     base_accuracy = ev.accuracy;
     CHECK_INT(base_accuracy * 1000, >, 900);
 }
 
+/* Look for wrong answers chunk by chunk, from the images the base was
+ * not trained on. */
 static void base_find_wrong(void)
 {
     size_t n = mnist.train_images.count;
-    float *probs = malloc(n * NN_CLASSES * sizeof(float));
+    float *probs = malloc(WRONG_CHUNK * NN_CLASSES * sizeof(float));
     nn_ctx_t *ctx = NULL;
 
     CHECK(probs != NULL);
     CHECK_EQ(nn_ctx_create(&ctx, base, 256), 0);
-    CHECK_EQ(nn_predict(ctx, base, mnist.train_images.data, n, probs), 0);
-    for (size_t i = 0; i < n && nwrong < NWRONG; i++) {
-        int p = nn_argmax(probs + i * NN_CLASSES);
+    for (size_t at = BASE_IMAGES; at < n && nwrong < NWRONG;
+         at += WRONG_CHUNK) {
+        size_t k = n - at < WRONG_CHUNK ? n - at : WRONG_CHUNK;
 
-        if (p != mnist.train_labels.data[i]) {
-            wrong_idx[nwrong] = i;
-            wrong_pred[nwrong++] = (uint8_t)p;
+        CHECK_EQ(nn_predict(ctx, base, mnist.train_images.data + at * 784,
+                            k, probs), 0);
+        for (size_t i = 0; i < k && nwrong < NWRONG; i++) {
+            int p = nn_argmax(probs + i * NN_CLASSES);
+
+            if (p != mnist.train_labels.data[at + i]) {
+                wrong_idx[nwrong] = at + i;
+                wrong_pred[nwrong++] = (uint8_t)p;
+            }
         }
     }
     nn_ctx_free(ctx);
@@ -137,7 +158,7 @@ static void input_init(round_input_t *in, const round_data_t *data)
     in->current = base;
     in->current_version = 1;
     in->current_mnist_accuracy = base_accuracy;
-    in->mnist = &mnist;
+    in->mnist = &view;
     in->data = data;
     round_opts_default(&in->opts);
 }
@@ -221,7 +242,7 @@ static void test_round_learns_flagged(void)
     CHECK_EQ(res.train_examples, 10);
     CHECK_EQ(res.replay_examples, in.opts.replay);
     CHECK_STR(res.figures[0].set, "mnist-test");
-    CHECK_EQ(res.figures[0].examples, 10000);
+    CHECK_EQ(res.figures[0].examples, TEST_IMAGES);
     CHECK_STR(res.figures[3].set, "round-1");
 
     /* the store keeps it as version 2, current, with its round */
@@ -301,6 +322,8 @@ static void test_gate_rejects(void)
     CHECK_EQ(store_round_begin(s, "manual", 1, 0, &r, NULL), 0);
     CHECK_EQ(round_data_load(s, r, &data, NULL), 0);
     input_init(&in, &data);
+    in.opts.epochs = 1;
+    in.opts.replay = 200;
     in.opts.margin = -100.0;  /* would need +100 points */
     run_rejected(&in, s, r);
     CHECK_EQ(store_round_get(s, r, &ri, NULL), 0);
@@ -313,6 +336,8 @@ static void test_gate_rejects(void)
     round_data_free(&data);
     CHECK_EQ(round_data_load(s, r, &data, NULL), 0);
     input_init(&in, &data);
+    in.opts.epochs = 1;
+    in.opts.replay = 200;
     in.opts.lr = 50.0;
     in.opts.momentum = 0.9;
     run_rejected(&in, s, r);
@@ -329,6 +354,32 @@ static void test_gate_rejects(void)
     input_init(&in, &data);
     in.opts.epochs = 0;
     CHECK_EQ(round_run(&in, &res, NULL), DADC_ERANGE);
+    round_data_free(&data);
+    store_close(s);
+}
+
+static void test_deterministic(void)
+{
+    store_t *s = store_with_base("again");
+    round_data_t data;
+    round_input_t in;
+    round_result_t a, b;
+    size_t next = 30;
+    uint32_t r = 0;
+
+    flag_until(s, &next, 5);
+    CHECK_EQ(store_round_begin(s, "manual", 1, 0, &r, NULL), 0);
+    CHECK_EQ(round_data_load(s, r, &data, NULL), 0);
+    input_init(&in, &data);
+    in.opts.epochs = 1;
+    in.opts.replay = 200;
+    CHECK_EQ(round_run(&in, &a, NULL), 0);
+    CHECK_EQ(round_run(&in, &b, NULL), 0);
+    CHECK_EQ(a.safetensors_len, b.safetensors_len);
+    CHECK_EQ(memcmp(a.safetensors, b.safetensors, a.safetensors_len), 0);
+    CHECK_EQ(a.figures[0].correct, b.figures[0].correct);
+    round_result_free(&a);
+    round_result_free(&b);
     round_data_free(&data);
     store_close(s);
 }
@@ -368,7 +419,7 @@ int main(void)
     const char *dir;
     dadc_error_t err = { 0 };
 
-    test_init("test_round", 600);
+    test_init("test_round", 900);
     dir = test_mnist_dir();
     if (dir == NULL) {
         fprintf(stderr, "test_round: MNIST files missing\n");
@@ -378,10 +429,14 @@ int main(void)
         fprintf(stderr, "test_round: %s\n", dadc_error_message(&err));
         return 1;
     }
+    view = mnist;
+    view.test_images.count = TEST_IMAGES;
+    view.test_labels.count = TEST_IMAGES;
     base_train();
     base_find_wrong();
     TEST_RUN(test_round_learns_flagged);
     TEST_RUN(test_gate_rejects);
+    TEST_RUN(test_deterministic);
     TEST_RUN(test_data_by_round);
     nn_model_free(base);
     mnist_free(&mnist);
