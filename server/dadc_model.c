@@ -39,12 +39,12 @@ static const char usage_train[] =
     "usage: dadc-model train [options]\n"
     "  --mnist DIR      MNIST directory\n"
     "  --out FILE       model file to write (default model.safetensors)\n"
-    "  --epochs N       passes over the 60,000 images (default 8)\n"
-    "  --lr X           initial learning rate (default 0.05)\n"
+    "  --epochs N       passes over the 60,000 images (default 10)\n"
+    "  --lr X           initial learning rate (default 0.03)\n"
     "  --momentum X     SGD momentum (default 0.9)\n"
-    "  --gamma X        lr multiplied by X after each epoch (default 0.7)\n"
+    "  --gamma X        lr multiplied by X after each epoch (default 0.75)\n"
     "  --batch N        batch size (default 64)\n"
-    "  --wd X           weight decay (default 0)\n"
+    "  --wd X           weight decay (default 0.0005)\n"
     "  --seed N         seed of initial weights, order, dropout (default 1)\n"
     "  --init FILE      start from this model instead of fresh weights\n"
     "  --json           print the result as JSON\n"
@@ -284,6 +284,8 @@ static void train_meta(nn_meta_t *meta, const train_args_t *a,
     nn_meta_set(meta, "lr_gamma", v);
     snprintf(v, sizeof(v), "%d", a->opts.batch);
     nn_meta_set(meta, "batch", v);
+    snprintf(v, sizeof(v), "%g", a->opts.weight_decay);
+    nn_meta_set(meta, "weight_decay", v);
     snprintf(v, sizeof(v), "%llu", (unsigned long long)a->opts.seed);
     nn_meta_set(meta, "seed", v);
     snprintf(v, sizeof(v), "%.3f", r->seconds);
