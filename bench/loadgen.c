@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dadc_client.h"
 #include "idx.h"
@@ -58,6 +60,7 @@ typedef struct lg_result {
     size_t errors;
     double p50_ms;
     double p99_ms;
+    double cpu_share;        /* loadgen CPU time / wall time */
     bool stopped_by_event;
 } lg_result_t;
 
@@ -90,6 +93,16 @@ static int64_t now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* CPU seconds this process has used so far. */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static void lg_die(const char *fmt, const char *arg)
@@ -254,6 +267,7 @@ static void lg_run(lg_t *lg, const lg_phase_t *ph, lg_result_t *res)
 {
     lg_lat_t lat = {0};
     int64_t start, end, stop;
+    double cpu0 = cpu_seconds();
     unsigned d;
     int i;
 
@@ -273,6 +287,7 @@ static void lg_run(lg_t *lg, const lg_phase_t *ph, lg_result_t *res)
     }
     stop = now_ns();
     res->seconds = (double)(stop - start) / 1e9;
+    res->cpu_share = (cpu_seconds() - cpu0) / res->seconds;
 
     /* let the requests still in flight finish, uncounted */
     {
@@ -424,8 +439,9 @@ static void lg_phase_predict(lg_t *lg, int nconn, lg_result_t *res)
     lg_phase_t ph = {nconn, 1, 1, lg->o.seconds, false};
 
     lg_run(lg, &ph, res);
-    fprintf(stderr, "predict x%d: %zu requests, %zu errors\n", nconn,
-            res->requests, res->errors);
+    fprintf(stderr, "predict x%d: %zu requests, %zu errors; the load "
+            "generator used %.0f%% of a core\n", nconn, res->requests,
+            res->errors, 100 * res->cpu_share);
 }
 
 /*
@@ -534,8 +550,11 @@ int main(int argc, char **argv)
     double flags_s, promote_s = -1;
     bool rejected = false;
     size_t round_flags = 0;
+    double load[1];
 
     signal(SIGPIPE, SIG_IGN);
+    if (getloadavg(load, 1) != 1)
+        load[0] = -1;
     lg.o = (lg_opts_t){dadc_client_default_server(), getenv("DADC_MNIST_DIR"),
                        3.0, 256, 2, 4, false};
     if (lg.o.mnist_dir == NULL)
@@ -551,6 +570,9 @@ int main(int argc, char **argv)
     lg_phase_predict(&lg, 64, &r64);
     lg_run(&lg, &(lg_phase_t){(int)lg.o.batch_conns, lg.o.batch,
                               lg.o.batch_depth, lg.o.seconds, false}, &rb);
+    fprintf(stderr, "batch predict: %zu images in %.2f s; the load "
+            "generator used %.0f%% of a core\n", rb.images, rb.seconds,
+            100 * rb.cpu_share);
     if (!lg.o.skip_rounds)
         promote_s = lg_round_latency(&lg, &rejected, &round_flags);
     flags_s = lg_phase_flags(&lg);
@@ -561,8 +583,9 @@ int main(int argc, char **argv)
         lg_run(&lg, &(lg_phase_t){16, 1, 1, 120, true}, &rr);
     }
 
-    printf("\ndadc-loadgen against %s (ratio > 1: target met)\n",
-           lg.o.server);
+    printf("\ndadc-loadgen against %s (ratio > 1: target met); load "
+           "average %.2f on %ld cores when it started\n", lg.o.server,
+           load[0], sysconf(_SC_NPROCESSORS_ONLN));
     printf("%-44s %16s %-12s %7s\n", "figure", "ours", "target", "ratio");
     lg_report_predict("single-image", 1, &r1, false);
     lg_report_predict("single-image", 16, &r16, false);

@@ -278,6 +278,9 @@ int e2e_cli(const e2e_server_t *s, char **out, char **err, ...)
     argv[n++] = bin;
     argv[n++] = "--server";
     argv[n++] = (char *)s->addr;
+    /* sanitizer builds on a busy machine can be slow to answer */
+    argv[n++] = "--timeout";
+    argv[n++] = "600";
     va_start(ap, err);
     while ((a = va_arg(ap, const char *)) != NULL && n < E2E_MAX_ARGS - 1)
         argv[n++] = (char *)a;
