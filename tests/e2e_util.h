@@ -59,9 +59,9 @@ dadc_client_t *e2e_connect(const e2e_server_t *s, const char *annotator);
 
 /*
  * Run `dadc --server ADDR --timeout 600 ARGS...` (args NULL-terminated).
- * *out and *err
- * (each may be NULL) receive its stdout and stderr, malloc'd and
- * NUL-terminated. Returns the exit status (128 + signal if killed).
+ * *out and *err (each may be NULL) receive its stdout and stderr,
+ * malloc'd and NUL-terminated. Returns the exit status (128 + signal if
+ * killed).
  */
 int e2e_cli(const e2e_server_t *s, char **out, char **err, ...)
     __attribute__((sentinel));
