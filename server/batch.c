@@ -56,6 +56,12 @@ static pending_t *list_take(pending_list_t *l)
 
 void pending_free(pending_t *p)
 {
+    server_t *s = p->conn->srv;
+    bool was_full = server_input_full(s);
+
+    s->pending_in -= p->bytes;
+    if (was_full && !server_input_full(s))
+        server_input_resume(s);
     if (p->req != NULL)
         dadc__request__free_unpacked(p->req, NULL);
     model_unref(p->model);
@@ -63,14 +69,24 @@ void pending_free(pending_t *p)
     free(p);
 }
 
+/* Count what a queued request holds; past max_pending_in every
+ * connection stops reading until enough is answered. */
+static void batch_hold(server_t *s, pending_t *p, size_t images)
+{
+    p->bytes = images * NN_IMAGE_PIXELS;
+    s->pending_in += p->bytes;
+}
+
 void batch_queue_predict(server_t *s, pending_t *p)
 {
+    batch_hold(s, p, p->req->predict->n_images);
     list_append(&s->predicts, p);
     server_wake(s);
 }
 
 void batch_queue_flag(server_t *s, pending_t *p)
 {
+    batch_hold(s, p, p->req->flag->n_items);
     list_append(&s->flags, p);
     server_wake(s);
 }

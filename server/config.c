@@ -73,6 +73,8 @@ static const opt_def_t opts[] = {
      "requests in flight per connection before reading pauses"},
     {"max_pending_out", SIZE(max_pending_out, 1024, 1ull << 40),
      "unread answer bytes after which a connection is dropped"},
+    {"max_pending_in", SIZE(max_pending_in, 1u << 20, 1ull << 40),
+     "image bytes queued in all connections before reading pauses"},
     {"frame_timeout", MS(frame_timeout_ms, 1, 86400000),
      "seconds a started frame has to complete"},
     {"idle_timeout", MS(idle_timeout_ms, 1, 86400000 * 30.0),
@@ -107,6 +109,7 @@ void config_defaults(server_config_t *cfg)
     cfg->max_frame_pre_hello = 16u * 1024;
     cfg->max_inflight = 32;
     cfg->max_pending_out = 8u * 1024 * 1024;
+    cfg->max_pending_in = 256u * 1024 * 1024;
     cfg->frame_timeout_ms = 30000;
     cfg->idle_timeout_ms = 300000;
     cfg->max_connections = 1024;

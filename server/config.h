@@ -46,6 +46,9 @@ typedef struct server_config {
     uint32_t max_frame_pre_hello;  /* bytes of one frame before Hello */
     uint32_t max_inflight;         /* requests in flight per connection */
     uint64_t max_pending_out;      /* unread answer bytes before a drop */
+    uint64_t max_pending_in;       /* image bytes of queued Predict/Flag
+                                    * requests, all connections, before
+                                    * reading pauses everywhere */
     uint64_t frame_timeout_ms;     /* a started frame must complete */
     uint64_t idle_timeout_ms;      /* silence before a connection closes */
     uint32_t max_connections;

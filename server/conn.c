@@ -25,7 +25,8 @@ static uint32_t conn_frame_limit(const conn_t *c)
 
 static bool conn_paused(const conn_t *c)
 {
-    return c->inflight >= c->srv->cfg.max_inflight;
+    return c->inflight >= c->srv->cfg.max_inflight ||
+           server_input_full(c->srv);
 }
 
 static size_t conn_queued_out(const conn_t *c)
@@ -183,6 +184,13 @@ static void conn_queue_resume(conn_t *c)
     server_wake(c->srv);
 }
 
+void conn_allow_reading(conn_t *c)
+{
+    if (!c->reading && !c->closing && !c->lingering && !c->draining &&
+        !conn_paused(c))
+        conn_queue_resume(c);
+}
+
 void conn_send_response(conn_t *c, Dadc__Response *resp, bool counted)
 {
     Dadc__ServerMessage msg = DADC__SERVER_MESSAGE__INIT;
@@ -197,8 +205,8 @@ void conn_send_response(conn_t *c, Dadc__Response *resp, bool counted)
     c->inflight--;
     if (c->draining)
         conn_maybe_close(c);
-    else if (!c->reading && !c->lingering && !conn_paused(c))
-        conn_queue_resume(c);
+    else
+        conn_allow_reading(c);
 }
 
 void conn_send_event(conn_t *c, Dadc__Event *ev)

@@ -77,6 +77,9 @@ void conn_close(conn_t *c, const char *why);
 void conn_ref(conn_t *c);
 void conn_unref(conn_t *c);
 
+/* Queue c to read again if nothing else holds it back. */
+void conn_allow_reading(conn_t *c);
+
 /* Process buffered frames and restart reading if the in-flight count
  * allows it (from the check callback). */
 void conn_resume(conn_t *c);

@@ -381,6 +381,20 @@ void server_stop(server_t *s, const char *why)
     server_wake(s);
 }
 
+bool server_input_full(const server_t *s)
+{
+    return s->pending_in >= s->cfg.max_pending_in;
+}
+
+void server_input_resume(server_t *s)
+{
+    LOG(LOG_DEBUG, "server", "queued requests below %llu bytes of images "
+        "again: reading resumes",
+        (unsigned long long)s->cfg.max_pending_in);
+    for (conn_t *c = s->conns; c != NULL; c = c->next)
+        conn_allow_reading(c);
+}
+
 void server_maybe_finish(server_t *s)
 {
     if (!s->stopping || !s->handles_open)

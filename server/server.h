@@ -61,6 +61,7 @@ typedef struct pending {
     conn_t *conn;             /* holds a reference */
     Dadc__Request *req;       /* owned */
     model_ref_t *model;       /* Predict: the version asked for */
+    size_t bytes;             /* image bytes held, in srv->pending_in */
     char annotator[STORE_ANNOTATOR_MAX];
 } pending_t;
 
@@ -121,6 +122,7 @@ struct server {
     pending_list_t flags;     /* waiting for the next commit */
     flag_job_t *flag_job;     /* commit in progress, or NULL */
     unsigned predict_jobs;    /* large Predict batches on the pool */
+    uint64_t pending_in;      /* image bytes of queued Predict and Flag */
 
     /* Rounds: one at a time. */
     round_job_t *round_job;   /* running, or NULL */
@@ -153,6 +155,13 @@ void server_ready(server_t *s);
 
 /* Keep the loop from blocking in poll until the next check callback. */
 void server_wake(server_t *s);
+
+/* Whether queued requests hold so much memory that no connection may
+ * read more until some are answered. */
+bool server_input_full(const server_t *s);
+
+/* Let every connection paused by server_input_full read again. */
+void server_input_resume(server_t *s);
 
 /* Close what is left once nothing is in flight (during shutdown). */
 void server_maybe_finish(server_t *s);

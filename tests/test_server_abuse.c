@@ -112,8 +112,8 @@ static void server_start(const char *name, int max_conns, long nofile)
               "127.0.0.1:0", "--port-file", port_file, "--init-model",
               model, "--frame-timeout", "0.5", "--idle-timeout", "3",
               "--max-connections", conns, "--max-pending-out", pending,
-              "--round-threshold", "1000000", "--log-level", "debug",
-              (char *)NULL);
+              "--round-threshold", "1000000", "--max-pending-in", "1MiB",
+              "--log-level", "debug", (char *)NULL);
         _exit(127);
     }
 
@@ -740,6 +740,63 @@ static void test_pipelined_flags(void)
     close(fd);
 }
 
+/* Requests holding more images than max_pending_in (1 MiB here) pause
+ * reading until answers free them; every one is still answered. */
+static void test_pending_input_cap(void)
+{
+    enum { REQS = 8, ITEMS = 1000 };
+    static uint8_t img[NN_IMAGE_PIXELS];
+    static Dadc__FlagItem items[ITEMS];
+    static Dadc__FlagItem *itemp[ITEMS];
+    Dadc__Request req = DADC__REQUEST__INIT;
+    Dadc__FlagRequest fr = DADC__FLAG_REQUEST__INIT;
+    Dadc__PredictRequest p;
+    ProtobufCBinaryData bd = {NN_IMAGE_PIXELS, img};
+    uint8_t *buf;
+    size_t off = 0;
+    bool seen[REQS + 2] = {false};
+    int fd = tc_connect();
+
+    hello(fd, 1);
+    make_image(img, 9);
+    for (int i = 0; i < ITEMS; i++) {
+        dadc__flag_item__init(&items[i]);
+        items[i].image = bd;
+        items[i].label = (uint32_t)(i % 10);
+        itemp[i] = &items[i];
+    }
+    fr.n_items = ITEMS;
+    fr.items = itemp;
+    req.call_case = DADC__REQUEST__CALL_FLAG;
+    req.flag = &fr;
+    buf = malloc((REQS + 1) * (dadc__request__get_packed_size(&req) + 64));
+    CHECK(buf != NULL);
+    for (int i = 0; i < REQS; i++) {
+        req.id = (uint64_t)(2 + i);
+        off += frame_request(buf + off, &req);
+    }
+    /* A small request after the big ones waits its turn too. */
+    predict_request(&req, &p, &bd, 1, (uint64_t)(2 + REQS));
+    off += frame_request(buf + off, &req);
+    send_all(fd, buf, off);
+    free(buf);
+
+    for (int k = 0; k < REQS + 1; k++) {
+        Dadc__Response *r = recv_response(fd);
+        CHECK(r->id >= 2 && r->id <= 2 + REQS);
+        CHECK(!seen[r->id - 2]);
+        seen[r->id - 2] = true;
+        CHECK_EQ(status_of(r), 0);
+        if (r->id < 2 + REQS)
+            CHECK_EQ(r->flag->n_results, ITEMS);
+        dadc__response__free_unpacked(r, NULL);
+    }
+    close(fd);
+    buf = (uint8_t *)test_read_file(log_path, NULL);
+    CHECK_CONTAINS((char *)buf, "reading resumes");
+    free(buf);
+}
+
 static void test_connection_limit(void)
 {
     int fds[MAX_CONNS + 8], n = 0, rejected = -1;
@@ -939,6 +996,7 @@ int main(void)
     TEST_RUN(test_pipelined);
     TEST_RUN(test_large_frame_and_half_close);
     TEST_RUN(test_pipelined_flags);
+    TEST_RUN(test_pending_input_cap);
     TEST_RUN(test_connection_limit);
     TEST_RUN(test_slow_reader_dropped);
     TEST_RUN(test_idle_closed);
