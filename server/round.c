@@ -11,9 +11,12 @@
 void round_opts_default(round_opts_t *o)
 {
     o->replay = 1000;
+    o->replay_ratio = 3.0;
+    o->max_replay = 6000;
     o->fooled_repeat = 24;
     o->other_repeat = 2;
     o->max_adversarial = 4000;
+    o->max_shown = 2000;
     o->epochs = 3;
     o->batch = 32;
     o->lr = 0.01;
@@ -181,6 +184,9 @@ typedef struct round_mix {
     uint8_t *labels;
     size_t adv_first;     /* first adversarial example used */
     size_t adversarial;   /* distinct adversarial examples used */
+    size_t replay;        /* MNIST images replayed */
+    int fooled_repeat;    /* repeats after scaling to max_shown */
+    int other_repeat;
 } round_mix_t;
 
 static void mix_copy(round_mix_t *mix, size_t *k, const uint8_t *image,
@@ -193,28 +199,64 @@ static void mix_copy(round_mix_t *mix, size_t *k, const uint8_t *image,
     }
 }
 
-/*
- * The images one epoch goes through: opts.replay MNIST training images
- * drawn with the seed (with replacement), then the most recent
- * max_adversarial training examples, each repeated by whether it fooled.
- * nn_train shuffles them.
- */
-static int round_mix_build(const round_input_t *in, round_mix_t *mix)
+static int repeat_scale(int repeat, double scale)
+{
+    int r = (int)((double)repeat * scale);
+
+    return repeat > 0 && r < 1 ? 1 : r;
+}
+
+/* How many of each kind of image an epoch shows (see round_opts_t). */
+static void round_mix_plan(const round_input_t *in, round_mix_t *mix)
 {
     const round_opts_t *o = &in->opts;
     const round_set_t *tr = &in->data->train;
-    const idx_file_t *mi = &in->mnist->train_images;
-    uint64_t state = o->seed ^ ((uint64_t)in->data->round << 32);
-    size_t k = 0;
+    size_t fooled = 0, shown;
+    double want;
 
-    memset(mix, 0, sizeof(*mix));
     mix->adversarial = tr->n < o->max_adversarial ? tr->n
                                                   : o->max_adversarial;
     mix->adv_first = tr->n - mix->adversarial;
-    mix->n = mi->count > 0 ? o->replay : 0;
     for (size_t i = mix->adv_first; i < tr->n; i++)
-        mix->n += (size_t)(tr->fooled && tr->fooled[i] ? o->fooled_repeat
-                                                       : o->other_repeat);
+        fooled += tr->fooled != NULL && tr->fooled[i];
+
+    mix->fooled_repeat = o->fooled_repeat;
+    mix->other_repeat = o->other_repeat;
+    shown = fooled * (size_t)o->fooled_repeat +
+            (mix->adversarial - fooled) * (size_t)o->other_repeat;
+    if (shown > o->max_shown) {
+        double scale = (double)o->max_shown / (double)shown;
+
+        mix->fooled_repeat = repeat_scale(o->fooled_repeat, scale);
+        mix->other_repeat = repeat_scale(o->other_repeat, scale);
+        shown = fooled * (size_t)mix->fooled_repeat +
+                (mix->adversarial - fooled) * (size_t)mix->other_repeat;
+    }
+
+    want = o->replay_ratio * (double)shown;
+    mix->replay = want > (double)o->max_replay ? o->max_replay
+                                               : (size_t)want;
+    if (mix->replay < o->replay)
+        mix->replay = o->replay;
+    if (in->mnist->train_images.count == 0)
+        mix->replay = 0;
+    mix->n = mix->replay + shown;
+}
+
+/*
+ * The images one epoch goes through: the replayed MNIST training images
+ * drawn with the seed (with replacement), then the adversarial examples
+ * used, each repeated by whether it fooled. nn_train shuffles them.
+ */
+static int round_mix_build(const round_input_t *in, round_mix_t *mix)
+{
+    const round_set_t *tr = &in->data->train;
+    const mnist_t *mn = in->mnist;
+    uint64_t state = in->opts.seed ^ ((uint64_t)in->data->round << 32);
+    size_t k = 0;
+
+    memset(mix, 0, sizeof(*mix));
+    round_mix_plan(in, mix);
     if (mix->n == 0)
         return 0;
     mix->images = malloc(mix->n * IMG);
@@ -222,16 +264,16 @@ static int round_mix_build(const round_input_t *in, round_mix_t *mix)
     if (mix->images == NULL || mix->labels == NULL)
         return -ENOMEM;
 
-    for (size_t i = 0; i < o->replay && mi->count > 0; i++) {
-        size_t j = round_rand(&state) % mi->count;
+    for (size_t i = 0; i < mix->replay; i++) {
+        size_t j = round_rand(&state) % mn->train_images.count;
 
-        mix_copy(mix, &k, mi->data + j * IMG,
-                 in->mnist->train_labels.data[j], 1);
+        mix_copy(mix, &k, mn->train_images.data + j * IMG,
+                 mn->train_labels.data[j], 1);
     }
     for (size_t i = mix->adv_first; i < tr->n; i++)
         mix_copy(mix, &k, tr->images + i * IMG, tr->labels[i],
-                 tr->fooled && tr->fooled[i] ? o->fooled_repeat
-                                             : o->other_repeat);
+                 tr->fooled && tr->fooled[i] ? mix->fooled_repeat
+                                             : mix->other_repeat);
     mix->n = k;
     return 0;
 }
@@ -362,6 +404,7 @@ static int round_check_input(const round_input_t *in, dadc_error_t *err)
                               "round: model, MNIST and data are needed");
     if (o->epochs < 1 || o->batch < 1 || o->fooled_repeat < 0 ||
         o->other_repeat < 0 || !(o->lr > 0.0) ||
+        !(o->replay_ratio >= 0.0 && o->replay_ratio <= 1000.0) ||
         !(o->momentum >= 0.0 && o->momentum < 1.0))
         return dadc_error_set(err, DADC_ERANGE,
                               "round: bad options (epochs %d, batch %d, "
@@ -386,8 +429,7 @@ static int round_train(const round_input_t *in, round_result_t *out,
     if (rc != 0)
         goto done;
     out->train_examples = (uint32_t)mix.adversarial;
-    out->replay_examples = (uint32_t)(in->mnist->train_images.count > 0
-                                      ? in->opts.replay : 0);
+    out->replay_examples = (uint32_t)mix.replay;
     nn_train_opts_default(&to);
     to.epochs = in->opts.epochs;
     to.batch = in->opts.batch;

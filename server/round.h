@@ -18,6 +18,11 @@
  * less (other_repeat); when there are more than max_adversarial the most
  * recent ones are used. Held-out examples are never trained on.
  *
+ * So that many flags do not crowd out what the model knows, the MNIST
+ * replay grows with the adversarial images (replay_ratio times as many,
+ * up to max_replay), and the repeats shrink once an epoch would show
+ * more than max_shown adversarial images.
+ *
  * Typical use by the server:
  *   loop:    store_round_begin(store, ..., &r)
  *   worker:  round_data_load(store, r, &data); round_run(&in, &res)
@@ -77,11 +82,18 @@ int round_data_load(store_t *s, uint32_t r, round_data_t *out,
 void round_data_free(round_data_t *d);
 
 typedef struct round_opts {
-    size_t replay;           /* MNIST training images replayed, 1000 */
+    size_t replay;           /* fewest MNIST training images replayed,
+                              * 1000 */
+    double replay_ratio;     /* replay at least this many times the
+                              * adversarial images an epoch shows, 3 */
+    size_t max_replay;       /* most MNIST images replayed, 6000 */
     int fooled_repeat;       /* times each fooling example is shown per
                               * epoch, 24 */
     int other_repeat;        /* times each non-fooling example, 2 */
     size_t max_adversarial;  /* most recent examples used, 4000 */
+    size_t max_shown;        /* adversarial images an epoch shows at
+                              * most, 2000: the repeats are scaled down
+                              * (never below once) to fit */
     int epochs;              /* 3 */
     int batch;               /* 32 */
     double lr;               /* 0.01 */

@@ -196,6 +196,9 @@ static void second_round(store_t *s, size_t *next, const nn_model_t *cur,
            count_correct(res.candidate, &data.train));
     CHECK_INT(count_correct(res.candidate, &data.train), >=, 16);
     CHECK(res.promoted);
+    /* 20 fooling flags shown 24 times: replay grows to 3 x 480 */
+    CHECK_EQ(res.train_examples, 20);
+    CHECK_EQ(res.replay_examples, 1440);
     CHECK_EQ(res.nfigures, 5);
     CHECK_STR(res.figures[4].set, "round-2");
     CHECK_EQ(res.figures[4].round, 2);
