@@ -538,6 +538,98 @@ static void test_batch_split(void)
     free(images);
 }
 
+/* Store every Flag but the second request's (an INVALID_ARGUMENT). */
+static void script_flag_second_fails(int fd)
+{
+    Dadc__Request *req;
+    int nth = 0;
+    uint64_t next_example = 100;
+
+    peer_answer_hello(fd);
+    while ((req = peer_read_request(fd)) != NULL) {
+        Dadc__ServerMessage m = DADC__SERVER_MESSAGE__INIT;
+        Dadc__Response r = DADC__RESPONSE__INIT;
+        Dadc__FlagResponse fr = DADC__FLAG_RESPONSE__INIT;
+        size_t n = req->flag->n_items, i;
+        Dadc__FlagResult *res = calloc(n, sizeof(*res));
+        Dadc__FlagResult **pp = calloc(n, sizeof(*pp));
+
+        if (nth++ == 1) {
+            peer_send_status(fd, req->id, 3, "bad image");
+        } else {
+            for (i = 0; i < n; i++) {
+                dadc__flag_result__init(&res[i]);
+                res[i].example_id = next_example++;
+                res[i].predicted = 1;
+                res[i].fooled = req->flag->items[i]->label != 1;
+                pp[i] = &res[i];
+            }
+            fr.n_results = n;
+            fr.results = pp;
+            fr.pending_fooled = 4;
+            fr.round_threshold = 10;
+            r.id = req->id;
+            r.result_case = DADC__RESPONSE__RESULT_FLAG;
+            r.flag = &fr;
+            m.kind_case = DADC__SERVER_MESSAGE__KIND_RESPONSE;
+            m.response = &r;
+            peer_send_msg(fd, &m);
+        }
+        free(res);
+        free(pp);
+        dadc__request__free_unpacked(req, NULL);
+    }
+}
+
+static int count_progress_cb(size_t done, size_t total, void *user)
+{
+    size_t *calls = user;
+
+    CHECK(done <= total);
+    (*calls)++;
+    return 0;
+}
+
+static void test_flag_partial_failure(void)
+{
+    enum { N = 12 };
+    peer_t p;
+    dadc_client_t *c;
+    uint8_t *img = calloc(N, 784), labels[N];
+    dadc_flag_result_t res[N];
+    dadc_flag_summary_t s;
+    size_t calls = 0, i;
+
+    for (i = 0; i < N; i++)
+        labels[i] = (uint8_t)(i % 10);
+    peer_start(&p, script_flag_second_fails);
+    c = peer_connect(&p);
+    dadc_client_set_batch_images(c, 4);
+    CHECK_EQ(dadc_client_flag(c, img, labels, N, res, &s, count_progress_cb,
+                              &calls), DADC_ESTATUS);
+    CHECK_EQ(dadc_client_last_status(c),
+             DADC__STATUS_CODE__INVALID_ARGUMENT);
+    /* items 4..7 rode in the refused request; the others are stored */
+    for (i = 0; i < N; i++) {
+        if (i >= 4 && i < 8) {
+            CHECK_EQ(res[i].status, DADC_ESTATUS);
+            continue;
+        }
+        CHECK_EQ(res[i].status, 0);
+        CHECK_EQ(res[i].fooled, labels[i] != 1);
+    }
+    CHECK_EQ(res[0].example_id, 100);
+    CHECK_EQ(res[8].example_id, 104);
+    CHECK_EQ(s.acknowledged, 8);
+    CHECK_EQ(s.failed, 4);
+    CHECK_EQ(s.fooled, 6);
+    CHECK_EQ(s.pending_fooled, 4);
+    CHECK_EQ(calls, 3);
+    dadc_client_close(c);
+    peer_join(&p);
+    free(img);
+}
+
 static void test_flag_bad_label(void)
 {
     peer_t p;
@@ -570,6 +662,7 @@ int main(void)
     TEST_RUN(test_cancel);
     TEST_RUN(test_out_of_order);
     TEST_RUN(test_batch_split);
+    TEST_RUN(test_flag_partial_failure);
     TEST_RUN(test_flag_bad_label);
     return test_finish();
 }
