@@ -205,7 +205,8 @@ static void lg_drain(lg_t *lg, lg_conn_t *k, const lg_phase_t *ph,
 {
     Dadc__ServerMessage *m;
 
-    while (dadc_client_recv(k->c, 0, &m) == 0) {
+    while (dadc_client_queued(k->c) > 0 &&
+           dadc_client_recv(k->c, 0, &m) == 0) {
         const Dadc__Response *r = m->response;
 
         if (r != NULL) {

@@ -456,6 +456,11 @@ size_t dadc_client_outstanding(const dadc_client_t *c)
     return c->n_outstanding;
 }
 
+size_t dadc_client_queued(const dadc_client_t *c)
+{
+    return c->queued;
+}
+
 const dadc_server_info_t *dadc_client_server_info(const dadc_client_t *c)
 {
     return c->hello_done ? &c->info : NULL;

@@ -301,6 +301,12 @@ int dadc_client_process(dadc_client_t *c, short revents);
 /* Requests sent whose responses have not arrived yet. */
 size_t dadc_client_outstanding(const dadc_client_t *c);
 
+/*
+ * Messages that have arrived and wait to be handed out (responses and
+ * events), without doing any I/O.
+ */
+size_t dadc_client_queued(const dadc_client_t *c);
+
 /* ------------------------------------------------------------------ */
 /* Convenience calls (blocking, with the client's timeout per response) */
 

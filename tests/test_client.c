@@ -491,12 +491,14 @@ static void test_out_of_order(void)
     dadc__response__free_unpacked(r, NULL);
 
     /* the event waited in the queue; the stray answer was dropped */
+    CHECK_EQ(dadc_client_queued(c), 1);
     CHECK_EQ(dadc_client_next_event(c, 0, &ev), 0);
     CHECK_EQ(ev->kind_case, DADC__EVENT__KIND_MODEL_ROLLED_BACK);
     CHECK_EQ(dadc_client_server_info(c)->current_model_version, 3);
     dadc__event__free_unpacked(ev, NULL);
     CHECK_EQ(dadc_client_next_event(c, 0, &ev), DADC_ETIMEDOUT);
     CHECK_EQ(dadc_client_outstanding(c), 0);
+    CHECK_EQ(dadc_client_queued(c), 0);
     dadc_client_close(c);
     peer_join(&p);
 }
