@@ -574,7 +574,56 @@ void nn_maxpool2d_forward(float *out, const float *in, int planes, int h,
 
 /* Window 2x2: the gradient goes to the first input equal to the maximum,
  * chosen without branches (which winner is random, so branches would
- * mispredict half the time). */
+ * mispredict half the time). One output's window, scalar. */
+static inline void maxpool2_backward_one(float *d0, float *d1,
+                                         const float *r0, const float *r1,
+                                         float m, float g)
+{
+    int e0 = r0[0] == m;
+    int e1 = !e0 & (r0[1] == m);
+    int e2 = !(e0 | e1) & (r1[0] == m);
+    int e3 = !(e0 | e1 | e2);
+
+    d0[0] = e0 ? g : 0.0f;
+    d0[1] = e1 ? g : 0.0f;
+    d1[0] = e2 ? g : 0.0f;
+    d1[1] = e3 ? g : 0.0f;
+}
+
+#ifdef NN_AVX2
+/* Four windows at once: lanes hold (even, odd) column pairs. */
+static inline void maxpool2_backward_four(float *d0, float *d1,
+                                          const float *r0, const float *r1,
+                                          const float *m, const float *g)
+{
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256 even = _mm256_castsi256_ps(
+        _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0));
+    __m256 m2 = _mm256_permutevar8x32_ps(
+        _mm256_castps128_ps256(_mm_loadu_ps(m)), dup);
+    __m256 g2 = _mm256_permutevar8x32_ps(
+        _mm256_castps128_ps256(_mm_loadu_ps(g)), dup);
+    __m256 eq0 = _mm256_cmp_ps(_mm256_loadu_ps(r0), m2, _CMP_EQ_OQ);
+    __m256 eq1 = _mm256_cmp_ps(_mm256_loadu_ps(r1), m2, _CMP_EQ_OQ);
+    __m256 sw0 = _mm256_permute_ps(eq0, 0xb1); /* partner lane */
+    __m256 sw1 = _mm256_permute_ps(eq1, 0xb1);
+    __m256 any0 = _mm256_or_ps(eq0, sw0);
+    __m256 ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+
+    /* row 0: even lane if equal; odd lane if equal and even was not */
+    __m256 f0 = _mm256_and_ps(
+        eq0, _mm256_or_ps(even, _mm256_andnot_ps(sw0, ones)));
+    /* row 1, only if row 0 had none: even lane if equal; odd lane if
+     * the even one was not (it must be the maximum then) */
+    __m256 f1 = _mm256_andnot_ps(
+        any0, _mm256_or_ps(_mm256_and_ps(even, eq1),
+                           _mm256_andnot_ps(_mm256_or_ps(even, sw1), ones)));
+
+    _mm256_storeu_ps(d0, _mm256_and_ps(f0, g2));
+    _mm256_storeu_ps(d1, _mm256_and_ps(f1, g2));
+}
+#endif
+
 static void maxpool2_backward_fast(float *din, const float *dout,
                                    const float *out, const float *in,
                                    int planes, int h, int w)
@@ -588,19 +637,18 @@ static void maxpool2_backward_fast(float *din, const float *dout,
         for (int y = 0; y < ho; y++) {
             const float *r0 = src + (size_t)2 * y * w, *r1 = r0 + w;
             float *d0 = dst + (size_t)2 * y * w, *d1 = d0 + w;
+            int x = 0;
 
-            for (int x = 0; x < wo; x++) {
-                float m = *out++, g = *dout++;
-                int e0 = r0[2 * x] == m;
-                int e1 = !e0 & (r0[2 * x + 1] == m);
-                int e2 = !(e0 | e1) & (r1[2 * x] == m);
-                int e3 = !(e0 | e1 | e2);
-
-                d0[2 * x] = e0 ? g : 0.0f;
-                d0[2 * x + 1] = e1 ? g : 0.0f;
-                d1[2 * x] = e2 ? g : 0.0f;
-                d1[2 * x + 1] = e3 ? g : 0.0f;
-            }
+#ifdef NN_AVX2
+            for (; x + 4 <= wo; x += 4)
+                maxpool2_backward_four(d0 + 2 * x, d1 + 2 * x, r0 + 2 * x,
+                                       r1 + 2 * x, out + x, dout + x);
+#endif
+            for (; x < wo; x++)
+                maxpool2_backward_one(d0 + 2 * x, d1 + 2 * x, r0 + 2 * x,
+                                      r1 + 2 * x, out[x], dout[x]);
+            out += wo;
+            dout += wo;
         }
     }
 }

@@ -213,6 +213,7 @@ static void test_maxpool2d(void)
     float *yp = rand_buf(no);
 
     x[0] = x[1] = 2.0f; /* a tie: the first in row order wins */
+    x[w + 2] = x[w + 3] = 3.0f; /* a tie in a window's second row */
     nn_maxpool2d_forward(y, x, planes, h, w, 2);
     nn_maxpool2d_forward_ref(yr, x, planes, h, w, 2);
     CHECK(max_rel(y, yr, no) == 0.0);
@@ -221,11 +222,16 @@ static void test_maxpool2d(void)
     CHECK(max_rel(dx, rdx, ni) == 0.0);
     CHECK(dx[0] == g[0]);
     CHECK(dx[1] == 0.0f);
+    CHECK(dx[w + 2] == g[1]);
+    CHECK(dx[w + 3] == 0.0f);
 
     /* finite differences away from ties (random inputs differ by far
      * more than the step) */
     for (size_t i = 2; i < ni; i++) {
         float keep = x[i];
+
+        if (i == (size_t)w + 2 || i == (size_t)w + 3)
+            continue;
         double lp, lm;
 
         x[i] = keep + 1e-3f;
