@@ -84,6 +84,7 @@ int nn_ctx_create_ex(nn_ctx_t **out, const nn_model_t *m, int max_batch,
     *out = NULL;
     if (max_batch < 1 || max_batch > 65536)
         return DADC_ERANGE;
+    nn_blas_single_thread();
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return -ENOMEM;
