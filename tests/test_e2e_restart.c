@@ -83,7 +83,7 @@ static void wait_promoted(dadc_client_t *sub)
         Dadc__Event *ev;
         int kind;
 
-        CHECK_EQ(dadc_client_next_event(sub, 180000, &ev), 0);
+        CHECK_EQ(dadc_client_next_event(sub, 900000, &ev), 0);
         kind = ev->kind_case;
         dadc__event__free_unpacked(ev, NULL);
         if (kind == DADC__EVENT__KIND_MODEL_PROMOTED)
@@ -214,7 +214,7 @@ static void test_kill_during_flags(void)
 
 int main(void)
 {
-    test_init("test_e2e_restart", 800);
+    test_init("test_e2e_restart", 1700);
     TEST_RUN(test_kill_restart);
     TEST_RUN(test_kill_during_flags);
     return test_finish();

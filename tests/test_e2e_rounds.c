@@ -58,7 +58,7 @@ static Dadc__Event *wait_event(dadc_client_t *c, int kind, int seen[32])
 {
     for (;;) {
         Dadc__Event *ev;
-        int rc = dadc_client_next_event(c, 180000, &ev);
+        int rc = dadc_client_next_event(c, 900000, &ev);
 
         if (rc != 0)
             test_fail(__FILE__, __LINE__, "no event %d: %s", kind,
@@ -259,7 +259,7 @@ static void test_gate_rejects(void)
 
 int main(void)
 {
-    test_init("test_e2e_rounds", 800);
+    test_init("test_e2e_rounds", 1700);
     TEST_RUN(test_round_by_flags);
     TEST_RUN(test_rollback_and_watch);
     TEST_RUN(test_gate_rejects);
