@@ -17,8 +17,11 @@ packages=(
     libuv1-dev liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler
     libopenblas-dev libcjson-dev libpng-dev libsodium-dev
     libsdl2-dev libsdl2-ttf-dev fonts-dejavu-core
-    npm xvfb xauth python3-torch python3-numpy
+    xvfb xauth python3-torch python3-numpy
 )
+# npm only when no npm is there: a Node.js from elsewhere (as on machines
+# with nodesource's nodejs) conflicts with Debian's npm package.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
