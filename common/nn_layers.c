@@ -332,6 +332,151 @@ conv8_block(float *out, const float *in, const float *w, const float *b,
     }
 }
 
+/*
+ * Input gradient of a convolution with 8x8 outputs, computed directly
+ * (a transposed convolution) with 8 images in the 8 lanes of a vector:
+ * every input position sums dout x w over the output channels and the
+ * kernel positions that reach it, so no col matrix is written or read
+ * and nothing is computed for the zero border that im2col's gradient
+ * would scatter. The group's dout is transposed to (OC, P, P, 8), P = 8
+ * + 2(k-1), inside a zero border, and the weights to (OC, k, k, C), so
+ * every load is contiguous. A block of G input channels x R neighbouring
+ * positions in a row shares each weight broadcast and each dout load;
+ * the border's zeros let both positions run over the union of their
+ * kernel columns.
+ */
+#define C8D_G 5
+
+static inline __attribute__((always_inline)) void
+conv8_din_block(float *tmp, const float *dt, const float *wt, int c,
+                int ci0, int oc, int k, int y, int x, const int G,
+                const int R)
+{
+    __m256 acc[C8D_G][2];
+    int p = 8 + 2 * (k - 1);
+    int ky0 = y > 7 ? y - 7 : 0, ky1 = y < k - 1 ? y : k - 1;
+    int kx0 = x > 7 ? x - 7 : 0;
+    int kx1 = x + R - 1 < k - 1 ? x + R - 1 : k - 1;
+
+    for (int j = 0; j < G; j++)
+        for (int r = 0; r < R; r++)
+            acc[j][r] = _mm256_setzero_ps();
+    for (int o = 0; o < oc; o++)
+        for (int ky = ky0; ky <= ky1; ky++)
+            for (int kx = kx0; kx <= kx1; kx++) {
+                const float *src =
+                    dt + (((size_t)o * p + y - ky + k - 1) * p + x - kx +
+                          k - 1) * 8;
+                const float *wr = wt + ((size_t)(o * k + ky) * k + kx) * c +
+                                  ci0;
+                __m256 d[2];
+
+                for (int r = 0; r < R; r++)
+                    d[r] = _mm256_loadu_ps(src + 8 * r);
+                for (int j = 0; j < G; j++) {
+                    __m256 wv = _mm256_broadcast_ss(wr + j);
+
+                    for (int r = 0; r < R; r++)
+                        acc[j][r] = _mm256_fmadd_ps(wv, d[r], acc[j][r]);
+                }
+            }
+    for (int j = 0; j < G; j++)
+        for (int r = 0; r < R; r++)
+            _mm256_storeu_ps(tmp + 8 * (j * R + r), acc[j][r]);
+}
+
+/* Positions (y, x .. x+R-1), channels ci .. ci+G-1 of images
+ * [n0, n0 + nl) of din, G and R as the block above. */
+static void conv8_din_store(float *din, const float *tmp, int n, int n0,
+                            int nl, int ci, int g, int r, int h, int wd,
+                            int y, int x)
+{
+    for (int j = 0; j < g; j++)
+        for (int q = 0; q < r; q++)
+            for (int l = 0; l < nl; l++)
+                din[(((size_t)(ci + j) * n + n0 + l) * h + y) * wd + x + q] =
+                    tmp[8 * (j * r + q) + l];
+}
+
+/* Images [n0, n0 + nl) of din from the transposed dt and wt. */
+static void conv8_din_group(float *din, const float *dt, const float *wt,
+                            int n, int n0, int nl, int c, int h, int wd,
+                            int oc, int k)
+{
+    float tmp[8 * 2 * C8D_G];
+
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < wd; x += 2) {
+            int r = wd - x >= 2 ? 2 : 1;
+
+            for (int ci = 0; ci < c;) {
+                int g = c - ci >= C8D_G ? C8D_G : 1;
+
+                if (g == C8D_G && r == 2)
+                    conv8_din_block(tmp, dt, wt, c, ci, oc, k, y, x,
+                                    C8D_G, 2);
+                else if (r == 2)
+                    conv8_din_block(tmp, dt, wt, c, ci, oc, k, y, x, 1, 2);
+                else
+                    conv8_din_block(tmp, dt, wt, c, ci, oc, k, y, x, 1, 1);
+                if (r == 1)
+                    g = 1;
+                conv8_din_store(din, tmp, n, n0, nl, ci, g, r, h, wd, y, x);
+                ci += g;
+            }
+        }
+}
+
+/* Scratch floats conv8_din_avx2 needs. */
+static size_t conv8_din_scratch(int c, int oc, int k)
+{
+    size_t p = 8 + 2 * (size_t)(k - 1);
+
+    return (size_t)oc * p * p * 8 + (size_t)oc * k * k * c;
+}
+
+/* The group's dout into the interior of dt (oc, p, p, 8); lanes past
+ * nl images are zero. */
+static void conv8_din_transpose(float *dt, const float *dout, int n,
+                                int n0, int nl, int oc, int k)
+{
+    int p = 8 + 2 * (k - 1);
+
+    for (int o = 0; o < oc; o++)
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                float *d = dt + (((size_t)o * p + y + k - 1) * p + x + k -
+                                 1) * 8;
+
+                for (int l = 0; l < 8; l++)
+                    d[l] = l < nl ? dout[((size_t)o * n + n0 + l) * 64 +
+                                         y * 8 + x]
+                                  : 0.0f;
+            }
+}
+
+/* din (C, N, H, W) of an 8x8-output convolution; scratch holds
+ * conv8_din_scratch() floats. */
+static void conv8_din_avx2(float *din, float *scratch, const float *dout,
+                           const float *w, int n, int c, int h, int wd,
+                           int oc, int k)
+{
+    size_t p = 8 + 2 * (size_t)(k - 1), kk = (size_t)k * k;
+    float *dt = scratch, *wt = scratch + (size_t)oc * p * p * 8;
+
+    for (int o = 0; o < oc; o++)
+        for (int ci = 0; ci < c; ci++)
+            for (size_t q = 0; q < kk; q++)
+                wt[(o * kk + q) * c + ci] = w[((size_t)o * c + ci) * kk + q];
+    memset(dt, 0, sizeof(float) * (size_t)oc * p * p * 8);
+    for (int n0 = 0; n0 < n; n0 += 8) {
+        int nl = n - n0 < 8 ? n - n0 : 8;
+
+        conv8_din_transpose(dt, dout, n, n0, nl, oc, k);
+        conv8_din_group(din, dt, wt, n, n0, nl, c, h, wd, oc, k);
+    }
+}
+
 /* The kernel above over all images; needs an 8x8 output. */
 static void conv8_forward_avx2(float *out, const float *in, const float *w,
                                const float *b, int n, int c, int h, int wd,
@@ -448,10 +593,15 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
     int ckk = c * k * k, howo = (h - k + 1) * (wd - k + 1);
     int cols = n * howo, nb = conv_block(ckk, howo);
 
+    int din_direct = 0;
+
     for (int o = 0; o < oc; o++)
         db[o] += sum_floats(dout + (size_t)o * cols, (size_t)cols);
 
 #ifdef NN_AVX2
+    /* dcol doubles as the direct input gradient's scratch */
+    din_direct = din != NULL && conv_direct(c, h, wd, k) == 8 &&
+                 conv8_din_scratch(c, oc, k) <= (size_t)ckk * cols;
     if (conv_direct(c, h, wd, k) == 1 && din == NULL) {
         conv1_dw_avx2(dw, dout, in, n, oc);
         return;
@@ -472,7 +622,7 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
         /* dw (OC, ckk) += doutb (OC, block) x colb^T (block, ckk) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk, bc,
                     1.0f, doutb, cols, colb, bc, 1.0f, dw, ckk);
-        if (din == NULL)
+        if (din == NULL || din_direct)
             continue;
 
         /* dcol (ckk, block) = w^T (ckk, OC) x doutb, then col2im */
@@ -480,6 +630,10 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
                     1.0f, w, ckk, doutb, cols, 0.0f, dcol, bc);
         conv_col2im(din, dcol, n, n0, n1, c, h, wd, k);
     }
+#ifdef NN_AVX2
+    if (din_direct)
+        conv8_din_avx2(din, dcol, dout, w, n, c, h, wd, oc, k);
+#endif
 }
 
 void nn_conv2d_backward_ref(float *din, float *dw, float *db,

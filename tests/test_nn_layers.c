@@ -139,10 +139,16 @@ static void test_conv2d(void)
     conv_case_t small = {3, 3, 9, 8, 4, 3};
     conv_case_t second = {5, 10, 12, 12, 20, 5}; /* 8-wide rows */
     conv_case_t first = {3, 1, 28, 28, 10, 5};   /* direct kernels */
+    /* direct input gradient: a full group of 8 images and a partial
+     * one; channel blocks of 5 and single channels */
+    conv_case_t groups = {11, 10, 12, 12, 20, 5};
+    conv_case_t odd = {9, 7, 11, 11, 6, 4};
 
     conv_check(&small, 1);
     conv_check(&small, 0);
     conv_check(&second, 1);
+    conv_check(&groups, 1);
+    conv_check(&odd, 1);
     conv_check(&first, 0);
     conv_check(&first, 1);
 }
