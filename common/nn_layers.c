@@ -477,6 +477,71 @@ static void conv8_din_avx2(float *din, float *scratch, const float *dout,
     }
 }
 
+/*
+ * Weight gradient of a 5x5 convolution with 8x8 outputs, directly: for
+ * one input channel and kernel row, a block of G output channels keeps
+ * G x 5 accumulators (one per kernel column), each output-gradient row
+ * loaded feeds 5 multiply-adds and each input row vector G. The lanes
+ * are summed once per block of images.
+ */
+#define C8W_G 2
+#define C8W_IMAGES 16
+
+static inline __attribute__((always_inline)) void
+conv8_dw_block(float *dw, const float *dout, const float *in, int n, int n0,
+               int n1, int c, int h, int wd, int o0, int ci, int ky,
+               const int G)
+{
+    __m256 acc[C8W_G][5];
+
+    for (int j = 0; j < G; j++)
+        for (int kx = 0; kx < 5; kx++)
+            acc[j][kx] = _mm256_setzero_ps();
+    for (int ni = n0; ni < n1; ni++) {
+        const float *src = in + (((size_t)ci * n + ni) * h + ky) * wd;
+
+        for (int oy = 0; oy < 8; oy++) {
+            __m256 x[5];
+
+            for (int kx = 0; kx < 5; kx++)
+                x[kx] = _mm256_loadu_ps(src + (size_t)oy * wd + kx);
+            for (int j = 0; j < G; j++) {
+                __m256 d = _mm256_loadu_ps(
+                    dout + ((size_t)(o0 + j) * n + ni) * 64 + oy * 8);
+
+                for (int kx = 0; kx < 5; kx++)
+                    acc[j][kx] = _mm256_fmadd_ps(d, x[kx], acc[j][kx]);
+            }
+        }
+    }
+    for (int j = 0; j < G; j++)
+        for (int kx = 0; kx < 5; kx++)
+            dw[(((size_t)(o0 + j) * c + ci) * 5 + ky) * 5 + kx] +=
+                hsum256(acc[j][kx]);
+}
+
+/* dw (OC, C, 5, 5) += the weight gradient of an 8x8-output 5x5
+ * convolution. */
+static void conv8_dw_avx2(float *dw, const float *dout, const float *in,
+                          int n, int c, int h, int wd, int oc)
+{
+    for (int n0 = 0; n0 < n; n0 += C8W_IMAGES) {
+        int n1 = n0 + C8W_IMAGES < n ? n0 + C8W_IMAGES : n;
+
+        for (int ci = 0; ci < c; ci++)
+            for (int ky = 0; ky < 5; ky++) {
+                int o = 0;
+
+                for (; o + C8W_G <= oc; o += C8W_G)
+                    conv8_dw_block(dw, dout, in, n, n0, n1, c, h, wd, o, ci,
+                                   ky, C8W_G);
+                for (; o < oc; o++)
+                    conv8_dw_block(dw, dout, in, n, n0, n1, c, h, wd, o, ci,
+                                   ky, 1);
+            }
+    }
+}
+
 /* The kernel above over all images; needs an 8x8 output. */
 static void conv8_forward_avx2(float *out, const float *in, const float *w,
                                const float *b, int n, int c, int h, int wd,
@@ -585,28 +650,18 @@ void nn_conv2d_forward_ref(float *out, const float *in, const float *w,
                 }
 }
 
-void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
-                        float *col, const float *dout, const float *in,
-                        const float *w, int n, int c, int h, int wd, int oc,
-                        int k)
+/*
+ * The im2col+GEMM backward, a block of images at a time: dw when
+ * want_dw, din (through dcol and col2im) when din is not NULL.
+ */
+static void conv_backward_gemm(float *din, float *dw, float *dcol,
+                               float *col, const float *dout,
+                               const float *in, const float *w, int n,
+                               int c, int h, int wd, int oc, int k,
+                               int want_dw)
 {
     int ckk = c * k * k, howo = (h - k + 1) * (wd - k + 1);
     int cols = n * howo, nb = conv_block(ckk, howo);
-
-    int din_direct = 0;
-
-    for (int o = 0; o < oc; o++)
-        db[o] += sum_floats(dout + (size_t)o * cols, (size_t)cols);
-
-#ifdef NN_AVX2
-    /* dcol doubles as the direct input gradient's scratch */
-    din_direct = din != NULL && conv_direct(c, h, wd, k) == 8 &&
-                 conv8_din_scratch(c, oc, k) <= (size_t)ckk * cols;
-    if (conv_direct(c, h, wd, k) == 1 && din == NULL) {
-        conv1_dw_avx2(dw, dout, in, n, oc);
-        return;
-    }
-#endif
 
     for (int n0 = 0; n0 < n; n0 += nb) {
         int n1 = n0 + nb < n ? n0 + nb : n, bc = (n1 - n0) * howo;
@@ -614,15 +669,16 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
         float *colb = col + (size_t)ckk * n0 * howo;
 
         /* a direct forward left col empty: fill this block now */
-        if (conv_direct(c, h, wd, k)) {
+        if (conv_direct(c, h, wd, k) && want_dw) {
             colb = col;
             conv_im2col(colb, in, n, n0, n1, c, h, wd, k);
         }
 
         /* dw (OC, ckk) += doutb (OC, block) x colb^T (block, ckk) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk, bc,
-                    1.0f, doutb, cols, colb, bc, 1.0f, dw, ckk);
-        if (din == NULL || din_direct)
+        if (want_dw)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, ckk,
+                        bc, 1.0f, doutb, cols, colb, bc, 1.0f, dw, ckk);
+        if (din == NULL)
             continue;
 
         /* dcol (ckk, block) = w^T (ckk, OC) x doutb, then col2im */
@@ -630,7 +686,35 @@ void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
                     1.0f, w, ckk, doutb, cols, 0.0f, dcol, bc);
         conv_col2im(din, dcol, n, n0, n1, c, h, wd, k);
     }
+}
+
+void nn_conv2d_backward(float *din, float *dw, float *db, float *dcol,
+                        float *col, const float *dout, const float *in,
+                        const float *w, int n, int c, int h, int wd, int oc,
+                        int k)
+{
+    size_t cols = (size_t)n * (h - k + 1) * (wd - k + 1);
+    int direct = conv_direct(c, h, wd, k), din_direct = 0, dw_direct = 0;
+
+    for (int o = 0; o < oc; o++)
+        db[o] += sum_floats(dout + (size_t)o * cols, cols);
+
 #ifdef NN_AVX2
+    if (direct == 1 && din == NULL) {
+        conv1_dw_avx2(dw, dout, in, n, oc);
+        return;
+    }
+    /* dcol doubles as the direct input gradient's scratch */
+    din_direct = din != NULL && direct == 8 &&
+                 conv8_din_scratch(c, oc, k) <= (size_t)c * k * k * cols;
+    dw_direct = direct == 8 && k == 5;
+#endif
+    if (!dw_direct || (din != NULL && !din_direct))
+        conv_backward_gemm(din_direct ? NULL : din, dw, dcol, col, dout, in,
+                           w, n, c, h, wd, oc, k, !dw_direct);
+#ifdef NN_AVX2
+    if (dw_direct)
+        conv8_dw_avx2(dw, dout, in, n, c, h, wd, oc);
     if (din_direct)
         conv8_din_avx2(din, dcol, dout, w, n, c, h, wd, oc, k);
 #endif

@@ -143,12 +143,17 @@ static void test_conv2d(void)
      * one; channel blocks of 5 and single channels */
     conv_case_t groups = {11, 10, 12, 12, 20, 5};
     conv_case_t odd = {9, 7, 11, 11, 6, 4};
+    /* too few images for the direct input gradient's scratch in dcol:
+     * direct weight gradient, GEMM input gradient */
+    conv_case_t two = {2, 10, 12, 12, 20, 5};
 
     conv_check(&small, 1);
     conv_check(&small, 0);
     conv_check(&second, 1);
     conv_check(&groups, 1);
     conv_check(&odd, 1);
+    conv_check(&two, 1);
+    conv_check(&two, 0);
     conv_check(&first, 0);
     conv_check(&first, 1);
 }
