@@ -230,6 +230,31 @@ static void opt_store_number(server_config_t *cfg, const opt_def_t *o,
     }
 }
 
+/* "HOST:PORT" or "[V6]:PORT" with a decimal port 0..65535; the host is
+ * resolved only when the server binds. */
+static int config_check_listen(const char *value, const char *source,
+                               dadc_error_t *err)
+{
+    const char *colon = strrchr(value, ':');
+    const char *p;
+    unsigned long port = 0;
+
+    if (colon == NULL || colon == value || colon[1] == '\0')
+        return dadc_error_set(err, DADC_ERANGE, "%s: listen: '%s' is not "
+                              "HOST:PORT", source, value);
+    for (p = colon + 1; *p != '\0'; p++) {
+        if (!isdigit((unsigned char)*p) || p - colon > 5)
+            return dadc_error_set(err, DADC_ERANGE, "%s: listen: port "
+                                  "'%s' is not a number 0..65535",
+                                  source, colon + 1);
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    if (port > 65535)
+        return dadc_error_set(err, DADC_ERANGE, "%s: listen: port %lu is "
+                              "outside 0..65535", source, port);
+    return 0;
+}
+
 int config_set(server_config_t *cfg, const char *key, const char *value,
                const char *source, dadc_error_t *err)
 {
@@ -248,6 +273,9 @@ int config_set(server_config_t *cfg, const char *key, const char *value,
         if (strlen(value) >= o->size)
             return dadc_error_set(err, DADC_ERANGE, "%s: %s: too long",
                                   source, o->key);
+        if (strcmp(o->key, "listen") == 0 &&
+            config_check_listen(value, source, err) != 0)
+            return DADC_ERANGE;
         strcpy((char *)cfg + o->offset, value);
         return 0;
     }

@@ -176,11 +176,57 @@ static void test_startup_failures(void)
     CHECK_CONTAINS(r.out, "dadc-server: ");
     CHECK_CONTAINS(r.out, "/nonexistent");
 
-    snprintf(args, sizeof(args), "--data-dir %s --listen nohost",
-             test_path("store"));
+    snprintf(args, sizeof(args), "--data-dir %s --mnist %s "
+             "--listen 192.0.2.1:1", test_path("store"), test_mnist_dir());
     run_server(&r, "", args);
     CHECK_EQ(r.status, 1);
-    CHECK_CONTAINS(r.out, "not HOST:PORT");
+    CHECK_CONTAINS(r.out, "192.0.2.1:1");
+}
+
+/* A port outside 0..65535 or not a number is a usage error wherever it
+ * is set, never wrapped to another port. */
+static void test_listen_port_range(void)
+{
+    static const char *bad[] = {"99999", "65536", "-1", "abc", "",
+                                "1000000"};
+    const char *conf = test_path("port.conf");
+    char args[1024], text[128];
+    run_t r;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(args, sizeof(args), "--listen 127.0.0.1:%s "
+                 "--print-config", bad[i]);
+        run_server(&r, "", args);
+        CHECK_EQ(r.status, 2);
+        CHECK_CONTAINS(r.out, "dadc-server: --listen: ");
+        CHECK_CONTAINS(r.out, "try 'dadc-server --help'");
+        CHECK(strstr(r.out, "listen = ") == NULL);
+    }
+
+    run_server(&r, "", "--listen 127.0.0.1:99999 --print-config");
+    CHECK_CONTAINS(r.out, "port 99999 is outside 0..65535");
+    run_server(&r, "", "--listen nohost --print-config");
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "'nohost' is not HOST:PORT");
+
+    run_server(&r, "DADC_LISTEN=127.0.0.1:65536", "--print-config");
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "DADC_LISTEN: listen: port 65536");
+
+    snprintf(text, sizeof(text), "listen = 127.0.0.1:-1\n");
+    test_write_file(conf, text, strlen(text));
+    snprintf(args, sizeof(args), "--config %s --print-config", conf);
+    run_server(&r, "", args);
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "port.conf:1: listen: port '-1' is not a "
+                   "number");
+
+    /* The edges are accepted. */
+    run_server(&r, "", "--listen [::1]:65535 --print-config");
+    CHECK_EQ(r.status, 0);
+    CHECK_CONTAINS(r.out, "listen = [::1]:65535\n");
+    run_server(&r, "", "--listen 0.0.0.0:0 --print-config");
+    CHECK_EQ(r.status, 0);
 }
 
 int main(void)
@@ -191,5 +237,6 @@ int main(void)
     TEST_RUN(test_usage_errors);
     TEST_RUN(test_help);
     TEST_RUN(test_startup_failures);
+    TEST_RUN(test_listen_port_range);
     return test_finish();
 }
