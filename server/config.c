@@ -136,7 +136,8 @@ static const opt_def_t *opt_find(const char *key)
     return NULL;
 }
 
-/* A number with an optional size suffix (K, KiB, M, MiB, G, GiB). */
+/* A number with an optional size suffix (K, KiB, M, MiB, G, GiB, T,
+ * TiB). */
 static int parse_size(const char *s, double *out)
 {
     char *end;
@@ -154,6 +155,8 @@ static int parse_size(const char *s, double *out)
         mult = 1024.0 * 1024;
     else if (*end == 'g' || *end == 'G')
         mult = 1024.0 * 1024 * 1024;
+    else if (*end == 't' || *end == 'T')
+        mult = 1024.0 * 1024 * 1024 * 1024;
     if (mult != 1) {
         end++;
         if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
@@ -230,6 +233,29 @@ static void opt_store_number(server_config_t *cfg, const opt_def_t *o,
     }
 }
 
+/* A limit as the user would type it: sizes with the largest binary
+ * unit that divides them exactly ("1M", "16T"), other numbers plain. */
+static void limit_format(const opt_def_t *o, double v, char *buf,
+                         size_t size)
+{
+    static const char units[] = "KMGT";
+    uint64_t u = (uint64_t)v;
+    int k = -1;
+
+    if (o->type == OPT_DOUBLE) {
+        snprintf(buf, size, "%.15g", v);
+        return;
+    }
+    while (o->type == OPT_SIZE && k < 3 && u >= 1024 && u % 1024 == 0) {
+        u /= 1024;
+        k++;
+    }
+    if (k < 0)
+        snprintf(buf, size, "%llu", (unsigned long long)u);
+    else
+        snprintf(buf, size, "%llu%c", (unsigned long long)u, units[k]);
+}
+
 /* "HOST:PORT" or "[V6]:PORT" with a decimal port 0..65535; the host is
  * resolved only when the server binds. */
 static int config_check_listen(const char *value, const char *source,
@@ -286,12 +312,16 @@ int config_set(server_config_t *cfg, const char *key, const char *value,
                               o->type == OPT_MS ? "duration" : "number");
     if (o->type == OPT_MS && (v < o->min || v > o->max))
         return dadc_error_set(err, DADC_ERANGE, "%s: %s: %s is outside "
-                              "%g..%g seconds", source, o->key, value,
+                              "%.15g..%.15g seconds", source, o->key, value,
                               o->min / 1000, o->max / 1000);
-    if (v < o->min || v > o->max)
+    if (v < o->min || v > o->max) {
+        char lo[32], hi[32];
+
+        limit_format(o, o->min, lo, sizeof(lo));
+        limit_format(o, o->max, hi, sizeof(hi));
         return dadc_error_set(err, DADC_ERANGE, "%s: %s: %s is outside "
-                              "%g..%g", source, o->key, value, o->min,
-                              o->max);
+                              "%s..%s", source, o->key, value, lo, hi);
+    }
     opt_store_number(cfg, o, v);
     return 0;
 }
@@ -443,8 +473,8 @@ void config_usage(void)
            "version.\n\nSettings come from (later wins) the defaults, "
            "the config file (`key =\nvalue` lines), the environment "
            "(DADC_<KEY>) and the command line.\n"
-           "Sizes take K/KiB or M/MiB; durations are seconds or end in "
-           "\"ms\".\n\n");
+           "Sizes take K/KiB, M/MiB, G/GiB or T/TiB; durations are "
+           "seconds or end\nin \"ms\".\n\n");
     printf("  --config FILE\n      settings file (also DADC_CONFIG)\n");
     for (size_t k = 0; k < NOPTS; k++) {
         opt_flag(&opts[k], flag, sizeof(flag));

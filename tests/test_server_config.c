@@ -229,6 +229,29 @@ static void test_listen_port_range(void)
     CHECK_EQ(r.status, 0);
 }
 
+/* Limits print as integers, sizes with the unit that divides them. */
+static void test_limit_format(void)
+{
+    run_t r;
+
+    run_server(&r, "", "--map-size 64K --print-config");
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "map_size: 64K is outside 1M..16T");
+    CHECK(strstr(r.out, "e+") == NULL);
+
+    run_server(&r, "", "--max-inflight 2000000 --print-config");
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "is outside 1..1000000");
+
+    run_server(&r, "", "--idle-timeout 1e9 --print-config");
+    CHECK_EQ(r.status, 2);
+    CHECK_CONTAINS(r.out, "is outside 0.001..2592000 seconds");
+
+    run_server(&r, "", "--map-size 1T --print-config");
+    CHECK_EQ(r.status, 0);
+    CHECK_CONTAINS(r.out, "map_size = 1099511627776\n");
+}
+
 int main(void)
 {
     test_init("server_config", 120);
@@ -238,5 +261,6 @@ int main(void)
     TEST_RUN(test_help);
     TEST_RUN(test_startup_failures);
     TEST_RUN(test_listen_port_range);
+    TEST_RUN(test_limit_format);
     return test_finish();
 }
