@@ -1,13 +1,17 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * Example record layout (format 1), little-endian:
@@ -39,6 +43,7 @@ struct store {
      * the process. */
     pthread_rwlock_t grow_lock;
     double heldout_share;
+    int lock_fd;             /* DIR/lock, flock()ed for our lifetime */
 };
 
 typedef int (*store_write_fn)(store_t *s, MDB_txn *txn, void *ctx,
@@ -533,6 +538,56 @@ static int store_check_size(store_t *s, const char *dir, dadc_error_t *err)
     return 0;
 }
 
+/* The pid a lock holder wrote into its lock file, or 0. */
+static long store_lock_owner(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Hold an exclusive flock on DIR/lock so that one process at a time
+ * serves the directory; the kernel drops it when the process dies, so a
+ * killed server leaves nothing stale behind. */
+static int store_lock(store_t *s, const char *dir, dadc_error_t *err)
+{
+    char path[4096], pid[32];
+    int fd, len;
+
+    if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path))
+        return dadc_error_set(err, -ENAMETOOLONG, "%s: path too long", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return dadc_error_set(err, -errno, "%s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        long owner = store_lock_owner(fd);
+
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return dadc_error_set(err, -e, "%s: lock: %s", path,
+                                  strerror(e));
+        if (owner > 0)
+            return dadc_error_set(err, -EBUSY, "%s is in use by another "
+                                  "server (pid %ld)", dir, owner);
+        return dadc_error_set(err, -EBUSY, "%s is in use by another "
+                              "server", dir);
+    }
+    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+
+        close(fd);
+        return dadc_error_set(err, -e, "%s: %s", path, strerror(e));
+    }
+    s->lock_fd = fd;
+    return 0;
+}
+
 static int store_env_open(store_t *s, const char *dir, size_t map_bytes,
                           dadc_error_t *err)
 {
@@ -545,6 +600,9 @@ static int store_env_open(store_t *s, const char *dir, size_t map_bytes,
     if (!S_ISDIR(st.st_mode))
         return dadc_error_set(err, -ENOTDIR, "store: %s: not a directory",
                               dir);
+    rc = store_lock(s, dir, err);
+    if (rc != 0)
+        return rc;
 
     rc = mdb_env_create(&s->env);
     if (rc != 0)
@@ -586,6 +644,7 @@ int store_open(store_t **out, const char *dir, const store_opts_t *opts,
         return -ENOMEM;
     pthread_rwlock_init(&s->grow_lock, NULL);
     s->heldout_share = o.heldout_share;
+    s->lock_fd = -1;
 
     rc = store_env_open(s, dir, o.map_bytes, err);
     if (rc != 0)
@@ -599,6 +658,8 @@ int store_open(store_t **out, const char *dir, const store_opts_t *opts,
 fail_env:
     if (s->env != NULL)
         mdb_env_close(s->env);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     pthread_rwlock_destroy(&s->grow_lock);
     free(s);
     return rc;
@@ -609,6 +670,7 @@ void store_close(store_t *s)
     if (s == NULL)
         return;
     mdb_env_close(s->env);
+    close(s->lock_fd);
     pthread_rwlock_destroy(&s->grow_lock);
     free(s);
 }

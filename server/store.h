@@ -119,6 +119,10 @@ typedef struct store_counters {
  *   DADC_ETRUNC   data.mdb is shorter than its own meta page says
  *   DADC_ERANGE   a bad option (heldout_share outside 0..1)
  *   DADC_ESTORE   another LMDB failure (message names the call)
+ *   -EBUSY        another open store (in this or another process) holds
+ *                 the exclusive lock on DIR/lock; the message names the
+ *                 holder's pid. The lock lasts until store_close or the
+ *                 holder's death.
  *   -errno        a system error (e.g. -ENOENT, -EACCES for dir)
  * The caller owns *out and closes it with store_close.
  */

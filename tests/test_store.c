@@ -461,6 +461,50 @@ static void test_sigkill_keeps_committed(void)
     store_close(s);
 }
 
+/* One open store per directory: a second open, in this process or
+ * another, is refused naming the holder's pid, and the lock goes with
+ * the holder, even one killed with SIGKILL. */
+static void test_exclusive_lock(void)
+{
+    const char *dir = fresh_dir("locked");
+    dadc_error_t err = { 0 };
+    store_t *s = open_ok(dir, 0), *t = NULL;
+    int fds[2], status = 0;
+    char want[128], ok = 0;
+    pid_t pid;
+
+    CHECK_EQ(store_open(&t, dir, NULL, &err), -EBUSY);
+    CHECK(t == NULL);
+    snprintf(want, sizeof(want), "%s is in use by another server (pid %ld)",
+             dir, (long)getpid());
+    CHECK_CONTAINS(err.msg, want);
+    store_close(s);
+
+    CHECK_EQ(pipe(fds), 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (store_open(&s, dir, NULL, NULL) != 0 ||
+            write(fds[1], "y", 1) != 1)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    CHECK_EQ(read(fds[0], &ok, 1), 1);
+    close(fds[0]);
+    CHECK_EQ(store_open(&t, dir, NULL, &err), -EBUSY);
+    snprintf(want, sizeof(want), "(pid %ld)", (long)pid);
+    CHECK_CONTAINS(err.msg, want);
+
+    CHECK_EQ(kill(pid, SIGKILL), 0);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFSIGNALED(status));
+    s = open_ok(dir, 0);
+    store_close(s);
+}
+
 /* Write raw LMDB data into dir, as another program would. */
 static void raw_put(const char *dir, const char *db, const void *key,
                     size_t klen, const void *val, size_t vlen)
@@ -574,6 +618,7 @@ int main(void)
     TEST_RUN(test_round_fail_and_interrupted);
     TEST_RUN(test_heldout_share);
     TEST_RUN(test_sigkill_keeps_committed);
+    TEST_RUN(test_exclusive_lock);
     TEST_RUN(test_foreign_data_refused);
     TEST_RUN(test_damaged_records);
     return test_finish();
