@@ -460,6 +460,51 @@ static int png_size_check(const uint8_t *buf, size_t len, const char *name,
     return 0;
 }
 
+/* A chunk type for messages: its four letters, '?' for other bytes. */
+static void png_type_name(const uint8_t *p, char name[5])
+{
+    for (int i = 0; i < 4; i++) {
+        bool letter = (p[i] >= 'A' && p[i] <= 'Z') ||
+                      (p[i] >= 'a' && p[i] <= 'z');
+
+        name[i] = letter ? (char)p[i] : '?';
+    }
+    name[4] = '\0';
+}
+
+/*
+ * Walk the chunk list up to IEND before libpng runs, refusing any chunk
+ * whose length field is over 2^31 - 1 or runs past the end of the
+ * buffer: libpng allocates (and zeroes) what a chunk's length says
+ * before it finds out the data is not there. An incomplete chunk header
+ * at the end is left to libpng, which calls it truncated.
+ */
+static int png_chunks_check(const uint8_t *buf, size_t len,
+                            const char *name, dadc_error_t *err)
+{
+    size_t pos = 8;
+    char type[5];
+
+    while (len - pos >= 8) {
+        uint32_t n = png_be32(buf + pos);
+
+        png_type_name(buf + pos + 4, type);
+        if (n > 0x7fffffffu)
+            return dadc_error_set(err, DADC_EFORMAT, "%s: bad PNG: the %s "
+                                  "chunk's length %" PRIu32 " is over "
+                                  "2^31 - 1", name, type, n);
+        if (len - pos - 8 < (size_t)n + 4)
+            return dadc_error_set(err, DADC_ETRUNC, "%s: bad PNG: "
+                                  "truncated: the %s chunk says %" PRIu32
+                                  " bytes, the file has %zu left", name,
+                                  type, n, len - pos - 8);
+        if (memcmp(buf + pos + 4, "IEND", 4) == 0)
+            break;
+        pos += 12 + (size_t)n;
+    }
+    return 0;
+}
+
 static int image_png_decode(const uint8_t *buf, size_t len,
                             const char *name, image_t *img,
                             dadc_error_t *err)
@@ -468,6 +513,8 @@ static int image_png_decode(const uint8_t *buf, size_t len,
     int channels = 0, rc;
 
     rc = png_size_check(buf, len, name, err);
+    if (rc == 0)
+        rc = png_chunks_check(buf, len, name, err);
     if (rc < 0)
         return rc;
     job.in = buf;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <png.h>
 #include <stdint.h>
+#include <sys/resource.h>
 
 #include "idx.h"
 #include "image.h"
@@ -695,6 +696,95 @@ static void test_png_message(void)
     free(png);
 }
 
+/* The process's peak resident size so far, in KiB. */
+static long maxrss_kib(void)
+{
+    struct rusage ru;
+
+    CHECK_EQ(getrusage(RUSAGE_SELF, &ru), 0);
+    return ru.ru_maxrss;
+}
+
+/*
+ * The first count bytes of png followed by a chunk of the given type
+ * whose length field says length, with only 100 bytes of data after it.
+ */
+static uint8_t *png_overlong_chunk(const uint8_t *png, size_t count,
+                                   const char *type, uint32_t length,
+                                   size_t *out_len)
+{
+    uint8_t *p = malloc(count + 8 + 100);
+
+    CHECK(p != NULL);
+    memcpy(p, png, count);
+    be32_put(p + count, length);
+    memcpy(p + count + 4, type, 4);
+    memset(p + count + 8, 'x', 100);
+    *out_len = count + 8 + 100;
+    return p;
+}
+
+/* Offset of the first chunk of the given type in png. */
+static size_t png_chunk_find(const uint8_t *png, size_t len,
+                             const char *type)
+{
+    size_t pos = 8;
+
+    while (pos + 8 <= len && memcmp(png + pos + 4, type, 4) != 0)
+        pos += 12 + ((size_t)png[pos] << 24 | (size_t)png[pos + 1] << 16 |
+                     (size_t)png[pos + 2] << 8 | png[pos + 3]);
+    CHECK(pos + 8 <= len);
+    return pos;
+}
+
+/*
+ * A chunk whose length field runs past the end of the file is refused
+ * as truncated before anything of that size is allocated, whichever
+ * chunk it is: the peak resident size does not grow by the gigabytes
+ * the length fields claim.
+ */
+static void test_png_chunk_overlong(void)
+{
+    static const char *types[] = {"tEXt", "zTXt", "iCCP", "IDAT", "prVt"};
+    static const uint32_t lengths[] = {0x7fffffffu, 0x40000000u, 5000};
+    long before = maxrss_kib();
+    uint8_t *png, *bad;
+    size_t len, blen, idat;
+    dadc_error_t err;
+    image_t img;
+
+    CHECK_EQ(image_encode_png(digits.data, 28, 28, &png, &len, &err), 0);
+    for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+        for (size_t k = 0; k < 3; k++) {
+            bad = png_overlong_chunk(png, 33, types[t], lengths[k], &blen);
+            CHECK_EQ(image_decode(bad, blen, "long.png", &img, &err),
+                     DADC_ETRUNC);
+            CHECK_CONTAINS(err.msg, "long.png: bad PNG: truncated");
+            CHECK_CONTAINS(err.msg, types[t]);
+            free(bad);
+        }
+    }
+
+    /* The length of IHDR itself, and of the real IDAT, made too big. */
+    bad = malloc(len);
+    memcpy(bad, png, len);
+    be32_put(bad + 8, 0x7fffffffu);
+    CHECK_EQ(image_decode(bad, len, "ihdr.png", &img, &err), DADC_ETRUNC);
+    CHECK_CONTAINS(err.msg, "IHDR");
+    memcpy(bad, png, len);
+    idat = png_chunk_find(png, len, "IDAT");
+    be32_put(bad + idat, 0x7ffffff0u);
+    CHECK_EQ(image_decode(bad, len, "idat.png", &img, &err), DADC_ETRUNC);
+    CHECK_CONTAINS(err.msg, "IDAT");
+
+    /* Over 2^31 - 1 is not a PNG length at all. */
+    be32_put(bad + idat, 0x80000000u);
+    CHECK_EQ(image_decode(bad, len, "idat.png", &img, &err), DADC_EFORMAT);
+    free(bad);
+    free(png);
+    CHECK_INT(maxrss_kib() - before, <, 64 * 1024);
+}
+
 /* A PGM input and what image_decode must answer. */
 typedef struct pgm_case {
     const char *text;
@@ -924,6 +1014,7 @@ int main(void)
     TEST_RUN(test_png_colour_types);
     TEST_RUN(test_png_malformed);
     TEST_RUN(test_png_message);
+    TEST_RUN(test_png_chunk_overlong);
     TEST_RUN(test_png_mutated);
     TEST_RUN(test_pgm_cases);
     TEST_RUN(test_pgm_values);
