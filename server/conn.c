@@ -1,9 +1,12 @@
 #include "conn.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "frame.h"
 #include "log.h"
@@ -538,6 +541,45 @@ static void conn_free_cb(uv_handle_t *h)
     free(h->data);
 }
 
+/*
+ * "server full" for a connection past the lingering ones: the small
+ * answer goes straight to the socket with one non-blocking write (it
+ * fits any send buffer), input already sent is discarded so the close
+ * is a FIN rather than a reset, and the connection closes at once. No
+ * queue, timer or buffer stays behind, however many arrive.
+ */
+static void conn_reject_now(conn_t *c)
+{
+    Dadc__ServerMessage msg = DADC__SERVER_MESSAGE__INIT;
+    Dadc__Response resp = DADC__RESPONSE__INIT;
+    Dadc__Status status = DADC__STATUS__INIT;
+    uint8_t buf[256];
+    char text[64];
+    uv_os_fd_t fd;
+    size_t len;
+
+    snprintf(text, sizeof(text), "server full: %u connections",
+             c->srv->cfg.max_connections);
+    status.code = DADC__STATUS_CODE__UNAVAILABLE;
+    status.message = text;
+    resp.status = &status;
+    msg.kind_case = DADC__SERVER_MESSAGE__KIND_RESPONSE;
+    msg.response = &resp;
+    len = dadc__server_message__get_packed_size(&msg);
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+        FRAME_HEADER_BYTES + len <= sizeof(buf)) {
+        frame_header_encode(buf, (uint32_t)len);
+        dadc__server_message__pack(&msg, buf + FRAME_HEADER_BYTES);
+        if (write(fd, buf, FRAME_HEADER_BYTES + len) < 0)
+            LOG(LOG_DEBUG, c->name, "server full answer not sent: %s",
+                strerror(errno));
+        while (read(fd, c->srv->scratch, SERVER_READ_CHUNK) > 0)
+            continue;
+        shutdown(fd, SHUT_WR);
+    }
+    conn_close(c, "server full");
+}
+
 void conn_accept(server_t *s)
 {
     conn_t *c = calloc(1, sizeof(*c));
@@ -567,7 +609,7 @@ void conn_accept(server_t *s)
         c->rejected = true;
         s->nrejected++;
         if (s->nrejected > SERVER_MAX_REJECTED) {
-            conn_close(c, "server full");
+            conn_reject_now(c);
             return;
         }
         conn_fail(c, DADC__STATUS_CODE__UNAVAILABLE,

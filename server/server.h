@@ -38,7 +38,9 @@
 
 #define SERVER_READ_CHUNK (64 * 1024)
 #define SERVER_LINGER_MS 2000     /* after an error answer, before close */
-#define SERVER_MAX_REJECTED 64    /* "server full" answers lingering */
+#define SERVER_MAX_REJECTED 64    /* "server full" answers lingering;
+                                   * the rest are answered and closed at
+                                   * once */
 #define SERVER_STOP_GRACE_MS 10000 /* shutdown: then close regardless */
 
 typedef struct conn conn_t;

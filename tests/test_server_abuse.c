@@ -896,6 +896,49 @@ static void test_connection_limit(void)
     wait_connections_at_most(1);
 }
 
+/* Every connection past the limit is told "server full", also the
+ * ones beyond the 64 whose answer lingers (those are answered and closed
+ * at once). Each sends its Hello first, as a real client does. */
+static void test_all_rejected_answered(void)
+{
+    enum { EXTRA = 64 + 36 };
+    int full[MAX_CONNS], extra[EXTRA];
+    char *log;
+
+    for (int i = 0; i < MAX_CONNS; i++) {
+        full[i] = tc_connect();
+        hello(full[i], 1);
+    }
+    for (int i = 0; i < EXTRA; i++) {
+        Dadc__Request req = DADC__REQUEST__INIT;
+        Dadc__HelloRequest h = DADC__HELLO_REQUEST__INIT;
+
+        extra[i] = tc_connect();
+        req.id = 5;
+        req.call_case = DADC__REQUEST__CALL_HELLO;
+        req.hello = &h;
+        send_request(extra[i], &req);
+    }
+    for (int i = 0; i < EXTRA; i++) {
+        Dadc__Response *r = recv_response(extra[i]);
+
+        if (status_of(r) != DADC__STATUS_CODE__UNAVAILABLE)
+            test_fail(__FILE__, __LINE__, "connection %d past the limit: "
+                      "status %d, expected UNAVAILABLE", i, status_of(r));
+        CHECK_EQ(r->id, 0);
+        CHECK_CONTAINS(r->status->message, "server full");
+        dadc__response__free_unpacked(r, NULL);
+        expect_closed(extra[i]);
+        close(extra[i]);
+    }
+    for (int i = 0; i < MAX_CONNS; i++)
+        close(full[i]);
+    wait_connections_at_most(1);
+    log = test_read_file(log_path, NULL);
+    CHECK_CONTAINS(log, "closed: server full");
+    free(log);
+}
+
 /* A client that sends but never reads is dropped once PENDING_OUT bytes
  * of answers wait for it. */
 static void test_slow_reader_dropped(void)
@@ -1036,6 +1079,7 @@ int main(void)
     TEST_RUN(test_pipelined_flags);
     TEST_RUN(test_pending_input_cap);
     TEST_RUN(test_connection_limit);
+    TEST_RUN(test_all_rejected_answered);
     TEST_RUN(test_slow_reader_dropped);
     TEST_RUN(test_idle_closed);
     TEST_RUN(test_sigterm_clean);
