@@ -363,7 +363,10 @@ int cli_connect(cli_t *cli)
 
 int cli_client_error(cli_t *cli, int rc)
 {
-    cli_error("%s", dadc_client_last_error(cli->client));
+    char *msg = dadc_text_escape(dadc_client_last_error(cli->client));
+
+    cli_error("%s", msg ? msg : "out of memory");
+    free(msg);
     switch (rc) {
     case DADC_ESTATUS:
         return CLI_EXIT_SERVER;

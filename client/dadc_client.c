@@ -104,6 +104,82 @@ const char *dadc_status_name(int code)
 }
 
 /* ------------------------------------------------------------------ */
+/* Text for terminals                                                  */
+
+/*
+ * Length of the valid UTF-8 sequence of two to four bytes at p (no
+ * overlong forms, surrogates or values over U+10FFFF), its value in
+ * *cp; 0 when p does not start one.
+ */
+static size_t utf8_sequence(const unsigned char *p, uint32_t *cp)
+{
+    size_t n, i;
+    uint32_t v;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+        v = p[0] & 0x1f;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+        v = p[0] & 0x0f;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+        v = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        v = v << 6 | (p[i] & 0x3f);
+    }
+    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) ||
+        (v >= 0xd800 && v <= 0xdfff) || v > 0x10ffff)
+        return 0;
+    *cp = v;
+    return n;
+}
+
+/* Unicode characters that steer a terminal or the text's direction. */
+static bool text_unicode_control(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c ||
+           (cp >= 0x200e && cp <= 0x200f) ||
+           (cp >= 0x2028 && cp <= 0x202e) ||
+           (cp >= 0x2066 && cp <= 0x2069);
+}
+
+char *dadc_text_escape(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    size_t len = strlen((const char *)p), o = 0;
+    char *out = malloc(4 * len + 1);
+
+    if (out == NULL)
+        return NULL;
+    while (*p != '\0') {
+        uint32_t cp = 0;
+        size_t n = *p >= 0x80 ? utf8_sequence(p, &cp) : 0;
+
+        if (n > 0 && !text_unicode_control(cp)) {
+            memcpy(out + o, p, n);
+            o += n;
+            p += n;
+        } else if (*p == '\\') {
+            memcpy(out + o, "\\\\", 2);
+            o += 2;
+            p++;
+        } else if (*p >= 0x20 && *p < 0x7f) {
+            out[o++] = (char)*p++;
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", *p++);
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
 /* Errors                                                              */
 
 int dadc_client_fail(dadc_client_t *c, int code, const char *fmt, ...)

@@ -207,6 +207,16 @@ const char *dadc_client_last_status_message(const dadc_client_t *c);
 /* gRPC's name for a status code, e.g. "NOT_FOUND"; never NULL. */
 const char *dadc_status_name(int code);
 
+/*
+ * s (text from the server: names, reasons, messages) made safe to print
+ * on a terminal: control bytes, bytes that are not valid UTF-8, and the
+ * Unicode controls (C1, bidirectional overrides, line and paragraph
+ * separators) become \xNN per byte, a backslash becomes \\; printable
+ * ASCII and other valid UTF-8 stay as they are. NULL gives "". Returns
+ * a new string the caller frees, or NULL when out of memory.
+ */
+char *dadc_text_escape(const char *s);
+
 /* ------------------------------------------------------------------ */
 /* Hello                                                               */
 

@@ -387,9 +387,10 @@ static void stats_print_text(const Dadc__StatsResponse *s)
     printf("per annotator:\n");
     for (i = 0; i < s->n_per_annotator; i++) {
         const char *a = s->per_annotator[i]->annotator;
+        char *name = dadc_text_escape(a && a[0] ? a : "(anonymous)");
 
-        print_counts(a && a[0] ? a : "(anonymous)",
-                     s->per_annotator[i]->counts);
+        print_counts(name ? name : "?", s->per_annotator[i]->counts);
+        free(name);
     }
     stats_print_rounds(s);
 }

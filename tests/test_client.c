@@ -7,10 +7,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <locale.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #include "dadc_client.h"
 #include "frame.h"
@@ -651,6 +654,74 @@ static void test_flag_bad_label(void)
     peer_join(&p);
 }
 
+/* Expect dadc_text_escape(in) to be want. */
+static void escape_expect(const char *in, const char *want)
+{
+    char *got = dadc_text_escape(in);
+
+    CHECK(got != NULL);
+    CHECK_STR(got, want);
+    free(got);
+}
+
+/* s is valid UTF-8 without control characters (C.UTF-8 locale). */
+static void utf8_printable_check(const char *s)
+{
+    mbstate_t st;
+    size_t len = strlen(s);
+
+    memset(&st, 0, sizeof(st));
+    while (len > 0) {
+        wchar_t wc;
+        size_t n = mbrtowc(&wc, s, len, &st);
+
+        CHECK(n != (size_t)-1 && n != (size_t)-2 && n > 0);
+        CHECK(!iswcntrl((wint_t)wc));
+        s += n;
+        len -= n;
+    }
+}
+
+/*
+ * Server text for terminals: controls and broken UTF-8 escaped byte by
+ * byte, printable UTF-8 kept, no terminal control byte ever left.
+ */
+static void test_text_escape(void)
+{
+    uint64_t seed = 7;
+    char raw[64];
+
+    CHECK(setlocale(LC_CTYPE, "C.UTF-8") != NULL);
+
+    escape_expect("alice", "alice");
+    escape_expect(NULL, "");
+    escape_expect("ev\x1b[2Jil\a", "ev\\x1b[2Jil\\x07");
+    escape_expect("a\r\nb\tc\x7f", "a\\x0d\\x0ab\\x09c\\x7f");
+    escape_expect("back\\slash", "back\\\\slash");
+    escape_expect("Zo\xc3\xab \xe6\x97\xa5 \xf0\x9f\x98\x80",
+                  "Zo\xc3\xab \xe6\x97\xa5 \xf0\x9f\x98\x80");
+    /* C1 CSI as UTF-8, a right-to-left override, broken sequences */
+    escape_expect("\xc2\x9b" "31m", "\\xc2\\x9b31m");
+    escape_expect("x\xe2\x80\xaey", "x\\xe2\\x80\\xaey");
+    escape_expect("\xc0\xaf \xed\xa0\x80 \xe6\x97", "\\xc0\\xaf "
+                  "\\xed\\xa0\\x80 \\xe6\\x97");
+    escape_expect("\x9b\xff", "\\x9b\\xff");
+
+    for (int iter = 0; iter < 2000; iter++) {
+        char *got;
+
+        for (size_t i = 0; i < sizeof(raw) - 1; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            raw[i] = (char)(1 + (seed >> 33) % 255);
+        }
+        raw[sizeof(raw) - 1] = '\0';
+        got = dadc_text_escape(raw);
+        CHECK(got != NULL);
+        utf8_printable_check(got);
+        free(got);
+    }
+}
+
 int main(void)
 {
     test_init("test_client", 60);
@@ -666,5 +737,6 @@ int main(void)
     TEST_RUN(test_batch_split);
     TEST_RUN(test_flag_partial_failure);
     TEST_RUN(test_flag_bad_label);
+    TEST_RUN(test_text_escape);
     return test_finish();
 }
