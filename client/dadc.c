@@ -7,11 +7,13 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DADC_CLI_VERSION "0.1.0"
 
@@ -182,7 +184,10 @@ static void cli_help(void)
            "  3  could not connect, or the connection failed or timed "
            "out\n"
            "  4  an input file is missing or malformed\n"
-           "  5  an output file could not be written\n");
+           "  5  an output file could not be written (a closed "
+           "stdout, as with\n"
+           "     `| head`, exits 5 without a message)\n"
+           "\nerrors go to stderr as plain text, also with --json.\n");
 }
 
 /* Build getopt_long's tables from the option table. */
@@ -378,6 +383,28 @@ int cli_client_error(cli_t *cli, int rc)
     }
 }
 
+/* Whether stdout is a pipe or socket whose reader has gone away. */
+static bool cli_stdout_closed(void)
+{
+    struct pollfd p = {STDOUT_FILENO, POLLOUT, 0};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+
+int cli_output_check(void)
+{
+    int failed = fflush(stdout) != 0, saved = errno;
+
+    if (!failed && !ferror(stdout))
+        return 0;
+    /* A reader that went away (`| head`) is no error worth a message. */
+    if (failed && saved != EPIPE)
+        cli_error("cannot write the output: %s", strerror(saved));
+    else if (!failed && !cli_stdout_closed())
+        cli_error("cannot write the output");
+    return CLI_EXIT_OUTPUT;
+}
+
 void cli_json_print(cJSON *json)
 {
     char *s = cJSON_PrintUnformatted(json);
@@ -414,9 +441,7 @@ int main(int argc, char **argv)
     free(cli.argv);
     if (rc < 0)
         return CLI_EXIT_OK;
-    if (fflush(stdout) != 0 && rc == 0) {
-        cli_error("cannot write the output: %s", strerror(errno));
-        rc = CLI_EXIT_OUTPUT;
-    }
+    if (rc == 0)
+        rc = cli_output_check();
     return rc;
 }

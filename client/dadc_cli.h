@@ -60,6 +60,13 @@ int cli_connect(cli_t *cli);
 /* Print the client's last error and map rc to an exit code. */
 int cli_client_error(cli_t *cli, int rc);
 
+/*
+ * Flush stdout: 0, or CLI_EXIT_OUTPUT when something written to it was
+ * lost, with a message on stderr unless the reader has gone away
+ * (EPIPE).
+ */
+int cli_output_check(void);
+
 /* Print json on stdout as one line and free it. */
 void cli_json_print(cJSON *json);
 

@@ -597,11 +597,15 @@ int cli_cmd_watch(cli_t *cli)
         if (cli->json) {
             cli_json_print(cli_json_event(ev));
         } else {
+            char *text;
+
             cli_event_text(ev, line, sizeof(line));
-            printf("%s\n", line);
+            text = dadc_text_escape(line);
+            printf("%s\n", text ? text : "?");
+            free(text);
         }
-        fflush(stdout);
         dadc__event__free_unpacked(ev, NULL);
+        rc = cli_output_check();
         seen++;
     }
     return rc;

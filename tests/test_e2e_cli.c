@@ -4,7 +4,9 @@
  * images in one command), stats, models, model get, export, and the exit
  * codes of every kind of failure.
  */
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -366,6 +368,59 @@ static void test_exit_codes(void)
     free(err);
 }
 
+/*
+ * Run `dadc --server ADDR ARGS...` with stdout a pipe nobody reads any
+ * more (as under `| head -1`) and stderr into *err. Returns the exit
+ * status.
+ */
+static int cli_closed_stdout(char **err, const char *a1, const char *a2,
+                             const char *a3)
+{
+    char bin[600], err_path[600];
+    char *argv[] = {bin, "--server", srv.addr, (char *)a1, (char *)a2,
+                    (char *)a3, NULL};
+    int fds[2], status;
+    pid_t pid;
+
+    snprintf(bin, sizeof(bin), "%s/dadc", test_bin_dir());
+    snprintf(err_path, sizeof(err_path), "%s", test_path("pipe.err"));
+    CHECK_EQ(pipe(fds), 0);
+    close(fds[0]);
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+        if (e < 0)
+            _exit(126);
+        dup2(fds[1], 1);
+        dup2(e, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    *err = test_read_file(err_path, NULL);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                               : WEXITSTATUS(status);
+}
+
+/* Output problems: a reader gone away. */
+static void test_output_errors(void)
+{
+    char idx[700], *err;
+
+    snprintf(idx, sizeof(idx), "%s/t10k-images-idx3-ubyte",
+             test_mnist_dir());
+    CHECK_EQ(cli_closed_stdout(&err, "predict", "--idx", idx), 5);
+    CHECK_STR(err, "");
+    free(err);
+    CHECK_EQ(cli_closed_stdout(&err, "stats", NULL, NULL), 5);
+    CHECK_STR(err, "");
+    free(err);
+}
+
 int main(void)
 {
     test_init("test_e2e_cli", 600);
@@ -378,6 +433,7 @@ int main(void)
     TEST_RUN(test_stats_models);
     TEST_RUN(test_export);
     TEST_RUN(test_exit_codes);
+    TEST_RUN(test_output_errors);
     e2e_server_stop(&srv);
     return test_finish();
 }
