@@ -177,8 +177,8 @@ int dadc_file_write_atomic(const char *path, const dadc_file_part_t *parts,
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        rc = dadc_error_set(err, -errno, "%s: cannot create %s: %s", path,
-                            tmp, strerror(errno));
+        rc = dadc_error_set(err, -errno, "%s: cannot create: %s", path,
+                            strerror(errno));
         goto fail_create;
     }
 
@@ -196,8 +196,8 @@ int dadc_file_write_atomic(const char *path, const dadc_file_part_t *parts,
     }
 
     if (rename(tmp, path) < 0) {
-        rc = dadc_error_set(err, -errno, "%s: cannot rename %s: %s", path,
-                            tmp, strerror(errno));
+        rc = dadc_error_set(err, -errno, "%s: cannot put in place: %s",
+                            path, strerror(errno));
         goto fail_write;
     }
     fileio_dir_sync(path);

@@ -406,10 +406,10 @@ static int cli_closed_stdout(char **err, const char *a1, const char *a2,
                                : WEXITSTATUS(status);
 }
 
-/* Output problems: a reader gone away. */
+/* Output problems: a reader gone away, a model file that cannot be made. */
 static void test_output_errors(void)
 {
-    char idx[700], *err;
+    char idx[700], dest[700], *err;
 
     snprintf(idx, sizeof(idx), "%s/t10k-images-idx3-ubyte",
              test_mnist_dir());
@@ -418,6 +418,14 @@ static void test_output_errors(void)
     free(err);
     CHECK_EQ(cli_closed_stdout(&err, "stats", NULL, NULL), 5);
     CHECK_STR(err, "");
+    free(err);
+
+    snprintf(dest, sizeof(dest), "%s", test_path("no/such/dir/x.st"));
+    CHECK_EQ(e2e_cli(&srv, NULL, &err, "model", "get", "1", "-o", dest,
+                     NULL), 5);
+    CHECK_CONTAINS(err, dest);
+    CHECK_CONTAINS(err, "No such file or directory");
+    CHECK(strstr(err, ".tmp.") == NULL);
     free(err);
 }
 
