@@ -342,6 +342,22 @@ static void print_counts(const char *what, const Dadc__CountFigures *c)
            100.0 * c->error_rate);
 }
 
+/* How a finished round ended; the server's reason escaped. */
+static void round_outcome_print(const Dadc__RoundInfo *r)
+{
+    char *reason = dadc_text_escape(r->reason);
+    const char *why = reason ? reason : "?";
+
+    if (r->candidate_version == 0)
+        printf("    no candidate%s%s\n", why[0] ? ": " : "", why);
+    else if (why[0])
+        printf("    candidate v%u: %s\n", r->candidate_version, why);
+    else
+        printf("    candidate v%u %s\n", r->candidate_version,
+               r->promoted ? "promoted" : "kept back");
+    free(reason);
+}
+
 static void stats_print_rounds(const Dadc__StatsResponse *s)
 {
     size_t i;
@@ -357,12 +373,8 @@ static void stats_print_rounds(const Dadc__StatsResponse *s)
             printf("    (collecting)\n");
         else if (r->info->running)
             printf("    training from v%u\n", r->info->base_version);
-        else if (r->info->reason && r->info->reason[0])
-            printf("    candidate v%u: %s\n", r->info->candidate_version,
-                   r->info->reason);
         else
-            printf("    candidate v%u %s\n", r->info->candidate_version,
-                   r->info->promoted ? "promoted" : "kept back");
+            round_outcome_print(r->info);
     }
 }
 

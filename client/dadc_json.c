@@ -236,7 +236,11 @@ static void format_time(int64_t unix_ms, char *buf, size_t size)
 static void round_finished_text(const Dadc__RoundInfo *r, char *buf,
                                 size_t size)
 {
-    if (r->reason && r->reason[0])
+    if (r->candidate_version == 0)
+        snprintf(buf, size, "round %u finished: no candidate%s%s",
+                 r->round, r->reason && r->reason[0] ? ": " : "",
+                 str_or_empty(r->reason));
+    else if (r->reason && r->reason[0])
         snprintf(buf, size, "round %u finished: candidate v%u: %s",
                  r->round, r->candidate_version, r->reason);
     else

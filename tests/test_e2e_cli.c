@@ -429,6 +429,45 @@ static void test_output_errors(void)
     free(err);
 }
 
+/* Whether s holds a byte that steers a terminal. */
+static int has_control_byte(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\n')
+            return 1;
+    return 0;
+}
+
+/*
+ * Text from the server is escaped: an annotator name with an escape
+ * sequence. And a round the server died in shows as such, not as
+ * "candidate v0".
+ */
+static void test_stats_text(void)
+{
+    static const char *const extra[] = {"--round-threshold", "1000000",
+                                        "--round-epochs", "200", NULL};
+    char *out;
+
+    if (e2e_cli(&srv, NULL, NULL, "--name", "ev\x1b[2Jil\a", "flag", "-l",
+                "3", png[3], NULL) == 0) {
+        CHECK_EQ(e2e_cli(&srv, &out, NULL, "stats", NULL), 0);
+        CHECK_CONTAINS(out, "ev\\x1b[2Jil\\x07: 1 submitted");
+        CHECK(!has_control_byte(out));
+        free(out);
+    }
+
+    e2e_server_stop(&srv);
+    e2e_server_start(&srv, test_path("data"), extra);
+    CHECK_EQ(e2e_cli(&srv, NULL, NULL, "train", NULL), 0);
+    e2e_server_kill(&srv);
+    e2e_server_start(&srv, test_path("data"), extra);
+    CHECK_EQ(e2e_cli(&srv, &out, NULL, "stats", NULL), 0);
+    CHECK_CONTAINS(out, "no candidate: interrupted");
+    CHECK(strstr(out, "candidate v0") == NULL);
+    free(out);
+}
+
 int main(void)
 {
     test_init("test_e2e_cli", 600);
@@ -442,6 +481,7 @@ int main(void)
     TEST_RUN(test_export);
     TEST_RUN(test_exit_codes);
     TEST_RUN(test_output_errors);
+    TEST_RUN(test_stats_text);
     e2e_server_stop(&srv);
     return test_finish();
 }
