@@ -397,8 +397,8 @@ static void flag_after_cb(uv_work_t *req, int status)
         if (job->rc != 0)
             handlers_reply_status(p->conn, p->req->id,
                                   DADC__STATUS_CODE__INTERNAL,
-                                  "storing the examples failed: %s",
-                                  dadc_error_message(&job->err));
+                                  "storing the examples failed (the "
+                                  "server log has the details)");
         else
             flag_reply(s, p, job->ex + off, started);
         off += p->req->flag->n_items;

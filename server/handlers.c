@@ -49,7 +49,10 @@ void handlers_reply_status(conn_t *c, uint64_t id, Dadc__StatusCode code,
     conn_send_response(c, &resp, true);
 }
 
-/* A store failure as the answer: NOT_FOUND stays NOT_FOUND. */
+/* A store failure as the answer: NOT_FOUND stays NOT_FOUND. The
+ * messages of the caller's own mistakes (no such version, a bad label,
+ * a round still running) are worded for clients; other failures are the
+ * server's, logged in full and answered without internals. */
 static void reply_error(conn_t *c, uint64_t id, int rc,
                         const dadc_error_t *err)
 {
@@ -61,10 +64,23 @@ static void reply_error(conn_t *c, uint64_t id, int rc,
         code = DADC__STATUS_CODE__INVALID_ARGUMENT;
     else if (rc == DADC_EBUSY)
         code = DADC__STATUS_CODE__FAILED_PRECONDITION;
-    else
-        LOG(LOG_WARNING, c->name, "request %llu failed: %s",
-            (unsigned long long)id, dadc_error_message(err));
-    handlers_reply_status(c, id, code, "%s", dadc_error_message(err));
+    if (code != DADC__STATUS_CODE__INTERNAL) {
+        handlers_reply_status(c, id, code, "%s", dadc_error_message(err));
+        return;
+    }
+    LOG(LOG_WARNING, c->name, "request %llu failed: %s",
+        (unsigned long long)id, dadc_error_message(err));
+    handlers_reply_status(c, id, code, "internal error in the server "
+                          "(its log has the details)");
+}
+
+/* UNAVAILABLE for a call that needs the serving model before there is
+ * one. */
+static void reply_no_model(const server_t *s, conn_t *c, uint64_t id)
+{
+    handlers_reply_status(c, id, DADC__STATUS_CODE__UNAVAILABLE,
+                          s->base_training ? "base model training; "
+                          "try again later" : "no model loaded");
 }
 
 static void handle_hello(server_t *s, conn_t *c, const Dadc__Request *req)
@@ -409,7 +425,11 @@ static void handle_get_model(server_t *s, conn_t *c,
     dadc_error_t err;
     int rc;
 
-    if (version == 0 && s->current != NULL)
+    if (version == 0 && s->current == NULL) {
+        reply_no_model(s, c, req->id);
+        return;
+    }
+    if (version == 0)
         version = s->current->version;
     rc = store_model_get(s->store, version, &info, &err);
     if (rc == 0)
@@ -634,9 +654,7 @@ void handlers_dispatch(server_t *s, conn_t *c, Dadc__Request *req)
     bool taken = false;
 
     if (needs_model(req->call_case) && !s->ready) {
-        handlers_reply_status(c, req->id, DADC__STATUS_CODE__UNAVAILABLE,
-                              s->base_training ? "base model training; "
-                              "try again later" : "no model loaded");
+        reply_no_model(s, c, req->id);
     } else if (req->call_case == DADC__REQUEST__CALL_PREDICT) {
         taken = handle_predict(s, c, req);
     } else if (req->call_case == DADC__REQUEST__CALL_FLAG) {

@@ -786,7 +786,7 @@ int store_examples_put(store_t *s, store_example_t *ex, size_t n,
     for (size_t i = 0; i < n; i++) {
         if (ex[i].label > 9 || ex[i].predicted > 9)
             return dadc_error_set(err, DADC_ERANGE,
-                                  "store: example %zu: label %u or "
+                                  "example %zu: label %u or "
                                   "prediction %u is not a digit", i,
                                   ex[i].label, ex[i].predicted);
         if (ex[i].created_ms == 0)
@@ -813,7 +813,7 @@ int store_example_get(store_t *s, uint64_t id, store_example_t *out,
         rc = example_decode(id, &d, out, err);
     else if (rc == MDB_NOTFOUND)
         rc = dadc_error_set(err, DADC_ENOTFOUND,
-                            "store: no example %llu",
+                            "no example %llu",
                             (unsigned long long)id);
     store_read_end(s, txn);
     return store_fail(err, rc, "read example");
@@ -979,7 +979,7 @@ static int round_read(store_t *s, MDB_txn *txn, uint32_t round,
     put_be32(key, round);
     rc = mdb_get(txn, s->rounds, &k, &d);
     if (rc == MDB_NOTFOUND)
-        return dadc_error_set(err, DADC_ENOTFOUND, "store: no round %u",
+        return dadc_error_set(err, DADC_ENOTFOUND, "no round %u",
                               round);
     if (rc != 0)
         return rc;
@@ -1016,7 +1016,7 @@ static int model_round_merge(store_t *s, MDB_txn *txn,
     *begun = ri;
     if (!ri->running)
         return dadc_error_set(err, DADC_ERANGE,
-                              "store: round %u has already finished",
+                              "round %u has already finished",
                               round->round);
     if (round->trigger == NULL || round->trigger[0] == '\0')
         round->trigger = ri->trigger;
@@ -1086,7 +1086,7 @@ int store_model_add(store_t *s, const Dadc__ModelInfo *info,
 
     if (st == NULL || st_len == 0)
         return dadc_error_set(err, DADC_ERANGE,
-                              "store: a model version needs its weights");
+                              "a model version needs its weights");
     rc = store_write(s, store_model_fn, &mc, err);
     if (rc == 0 && version_out != NULL)
         *version_out = mc.version;
@@ -1114,7 +1114,7 @@ int store_model_get(store_t *s, uint32_t version, Dadc__ModelInfo **out,
         rc = model_unpack(version, &d, current, out, err);
     else if (rc == MDB_NOTFOUND)
         rc = dadc_error_set(err, DADC_ENOTFOUND,
-                            "store: no model version %u", version);
+                            "no model version %u", version);
     store_read_end(s, txn);
     return store_fail(err, rc, "read model");
 }
@@ -1228,7 +1228,7 @@ int store_weights_get(store_t *s, uint32_t version, uint8_t **buf,
     rc = mdb_get(txn, s->weights, &k, &d);
     if (rc == MDB_NOTFOUND) {
         rc = dadc_error_set(err, DADC_ENOTFOUND,
-                            "store: no weights for version %u", version);
+                            "no weights for version %u", version);
     } else if (rc == 0) {
         *buf = malloc(d.mv_size ? d.mv_size : 1);
         if (*buf == NULL)
@@ -1260,7 +1260,7 @@ static int store_rollback_fn(store_t *s, MDB_txn *txn, void *ctx,
     rc = mdb_get(txn, s->models, &k, &d);
     if (rc == MDB_NOTFOUND)
         return dadc_error_set(err, DADC_ENOTFOUND,
-                              "store: no model version %u", rb->version);
+                              "no model version %u", rb->version);
     if (rc != 0)
         return rc;
     rc = meta_get32(txn, s, "current", &rb->previous, err);
@@ -1309,7 +1309,7 @@ static int store_round_begin_fn(store_t *s, MDB_txn *txn, void *ctx,
         dadc__round_info__free_unpacked(prev, NULL);
         if (running)
             return dadc_error_set(err, DADC_EBUSY,
-                                  "store: round %u is still running",
+                                  "round %u is still running",
                                   collecting - 1);
     }
 

@@ -539,6 +539,23 @@ static void test_bad_argument_keeps_connection(void)
     CHECK_EQ(r->id, 78);
     CHECK_EQ(status_of(r), DADC__STATUS_CODE__NOT_FOUND);
     dadc__response__free_unpacked(r, NULL);
+
+    /* Told in the client's terms, no internal module names. */
+    {
+        Dadc__GetModelRequest gm = DADC__GET_MODEL_REQUEST__INIT;
+
+        dadc__request__init(&req);
+        req.id = 80;
+        req.call_case = DADC__REQUEST__CALL_GET_MODEL;
+        req.get_model = &gm;
+        gm.version = 99;
+        send_request(fd, &req);
+        r = recv_response(fd);
+        CHECK_EQ(r->id, 80);
+        CHECK_EQ(status_of(r), DADC__STATUS_CODE__NOT_FOUND);
+        CHECK_STR(r->status->message, "no model version 99");
+        dadc__response__free_unpacked(r, NULL);
+    }
     hello(fd, 79);
     close(fd);
 }

@@ -132,6 +132,7 @@ static void test_unavailable_then_cancel(void)
     dadc_server_info_t info;
     Dadc__StatsResponse *st = NULL;
     Dadc__ListModelsResponse *lm = NULL;
+    Dadc__GetModelResponse *gm = NULL;
     dadc_client_t *c;
     char *log;
     int port = server_start("long", "50", "0", log_path,
@@ -150,6 +151,16 @@ static void test_unavailable_then_cancel(void)
     CHECK_EQ(dadc_client_list_models(c, &lm), 0);
     CHECK_EQ(lm->n_models, 0);
     dadc__list_models_response__free_unpacked(lm, NULL);
+
+    /* GetModel of the current model waits like Predict; an explicit
+     * version is simply not there yet, said in the client's terms. */
+    CHECK(dadc_client_get_model(c, 0, &gm) != 0);
+    CHECK_EQ(dadc_client_last_status(c), DADC__STATUS_CODE__UNAVAILABLE);
+    CHECK_CONTAINS(dadc_client_last_status_message(c),
+                   "base model training");
+    CHECK(dadc_client_get_model(c, 3, &gm) != 0);
+    CHECK_EQ(dadc_client_last_status(c), DADC__STATUS_CODE__NOT_FOUND);
+    CHECK_STR(dadc_client_last_status_message(c), "no model version 3");
     dadc_client_close(c);
 
     CHECK_EQ(kill(server_pid, SIGTERM), 0);
