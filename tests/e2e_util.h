@@ -40,7 +40,7 @@ const char *e2e_base_model(void);
  * --listen 127.0.0.1:0, --port-file, --mnist, --init-model
  * e2e_base_model() and the NULL-terminated extra arguments (may be
  * NULL). Its log goes to data_dir/../NAME.log. Waits until the port file
- * appears; fails the test if the server exits or 120 s pass.
+ * appears; fails the test if the server exits or 600 s pass.
  */
 void e2e_server_start(e2e_server_t *s, const char *data_dir,
                       const char *const *extra);
@@ -54,7 +54,8 @@ void e2e_server_kill(e2e_server_t *s);
 /* Whether the server process is still running. */
 int e2e_server_alive(const e2e_server_t *s);
 
-/* A client connected to s that has said Hello as annotator. */
+/* A client connected to s that has said Hello as annotator; each of its
+ * requests may take up to 600 s. */
 dadc_client_t *e2e_connect(const e2e_server_t *s, const char *annotator);
 
 /*

@@ -16,6 +16,7 @@
 /* Wrongly labelled flags sent to the gate server (kept small: a round
  * in a sanitizer build trains slowly). */
 #define GATE_FLAGS 30
+#define EVENT_WAIT_S 900
 
 static e2e_server_t srv;
 
@@ -40,32 +41,57 @@ static double json_num(const cJSON *o, const char *key)
 /*
  * Up to want MNIST test images the server's current model gets right
  * (right = true) or wrong; their indices go to idx. Returns the count.
+ * Asks in chunks and stops once it has enough: predicting all 10,000
+ * takes minutes in a sanitizer build.
  */
 static size_t pick_images(dadc_client_t *c, bool right, size_t *idx,
                           size_t want)
 {
+    enum { CHUNK = 500 };
     const mnist_t *m = e2e_mnist();
-    size_t n = m->test_images.count, i, k = 0;
-    dadc_prediction_t *p = calloc(n, sizeof(*p));
+    size_t n = m->test_images.count, k = 0;
+    dadc_prediction_t *p = calloc(CHUNK, sizeof(*p));
 
     CHECK(p != NULL);
-    CHECK_EQ(dadc_client_predict(c, m->test_images.data, n, 0, p), 0);
-    for (i = 0; i < n && k < want; i++)
-        if ((p[i].digit == m->test_labels.data[i]) == right)
-            idx[k++] = i;
+    for (size_t at = 0; at < n && k < want; at += CHUNK) {
+        size_t len = n - at < CHUNK ? n - at : CHUNK;
+
+        CHECK_EQ(dadc_client_predict(c, m->test_images.data + at * 784,
+                                     len, 0, p), 0);
+        for (size_t i = 0; i < len && k < want; i++)
+            if ((p[i].digit == m->test_labels.data[at + i]) == right)
+                idx[k++] = at + i;
+    }
     free(p);
     return k;
 }
 
-/* Wait for an event of kind; earlier events are counted in seen[]. */
+/* The name of event kind (a field of Event), for messages. */
+static const char *event_name(int kind)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&dadc__event__descriptor,
+                                                (unsigned)kind);
+
+    return f != NULL ? f->name : "?";
+}
+
+/* Wait for an event of kind; earlier events are counted in seen[]. A
+ * round may legitimately take many minutes in a sanitizer build on a
+ * busy machine, hence the long wait. */
 static Dadc__Event *wait_event(dadc_client_t *c, int kind, int seen[32])
 {
     for (;;) {
         Dadc__Event *ev;
-        int rc = dadc_client_next_event(c, 900000, &ev);
+        int rc = dadc_client_next_event(c, EVENT_WAIT_S * 1000, &ev);
 
         if (rc != 0)
-            test_fail(__FILE__, __LINE__, "no event %d: %s", kind,
+            test_fail(__FILE__, __LINE__, "expected a %s event (kind %d) "
+                      "within %d s (%d round_started, %d round_finished "
+                      "seen so far): %s", event_name(kind), kind,
+                      EVENT_WAIT_S,
+                      seen[DADC__EVENT__KIND_ROUND_STARTED],
+                      seen[DADC__EVENT__KIND_ROUND_FINISHED],
                       dadc_client_last_error(c));
         if (ev->kind_case < 32)
             seen[ev->kind_case]++;
@@ -79,7 +105,9 @@ static void test_round_by_flags(void)
 {
     static const char *const extra[] = {
         "--round-threshold", "10", "--round-margin", "100",
-        "--replay-size", "1000", "--round-epochs", "1", NULL};
+        "--replay-size", "1000", "--round-epochs", "1",
+        /* the flagging client stays quiet through a slow round */
+        "--idle-timeout", "3600", NULL};
     const mnist_t *m = e2e_mnist();
     dadc_client_t *c, *sub;
     size_t idx[30], n, i;
@@ -213,7 +241,8 @@ static void test_gate_rejects(void)
     static const char *const extra[] = {
         "--round-threshold", "10", "--round-margin", "0",
         "--replay-size", "0", "--round-epochs", "3", "--round-lr", "0.1",
-        NULL};
+        /* the flagging client stays quiet through a slow round */
+        "--idle-timeout", "3600", NULL};
     const mnist_t *m = e2e_mnist();
     e2e_server_t gate;
     dadc_client_t *c, *sub;
