@@ -1077,12 +1077,55 @@ static void test_fd_exhaustion(void)
     server_stop_clean();
 }
 
+/* A second server on the same data directory is refused while the
+ * first runs, naming it; exit status 1. */
+static void test_second_server_refused(void)
+{
+    char cmd[2048], out[4096], want[128];
+    size_t n;
+    FILE *p;
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "'%s/dadc-server' --data-dir '%s' "
+             "--mnist '%s' --listen 127.0.0.1:0 2>&1", test_bin_dir(),
+             test_path("data"), test_mnist_dir());
+    p = popen(cmd, "r");
+    CHECK(p != NULL);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    st = pclose(p);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 1);
+    snprintf(want, sizeof(want), "is in use by another server (pid %d)",
+             (int)server_pid);
+    CHECK_CONTAINS(out, "dadc-server: ");
+    CHECK_CONTAINS(out, want);
+    expect_served();
+}
+
+/* A server killed with SIGKILL leaves no lock behind: the next one on
+ * the same directory starts and serves. */
+static void test_start_after_sigkill(void)
+{
+    int status;
+
+    server_start("killed", MAX_CONNS, 0);
+    expect_served();
+    CHECK_EQ(kill(server_pid, SIGKILL), 0);
+    CHECK_EQ(waitpid(server_pid, &status, 0), server_pid);
+    CHECK(WIFSIGNALED(status));
+    server_start("after-kill", MAX_CONNS, 0);
+    expect_served();
+    server_stop_clean();
+}
+
 int main(void)
 {
     test_init("server_abuse", 1700);
     atexit(server_kill);
     server_start("server", MAX_CONNS, 0);
     TEST_RUN(test_listening_logged);
+    TEST_RUN(test_second_server_refused);
     TEST_RUN(test_empty_frame);
     TEST_RUN(test_oversized_prefix);
     TEST_RUN(test_over_max_frame_after_hello);
@@ -1101,5 +1144,6 @@ int main(void)
     TEST_RUN(test_idle_closed);
     TEST_RUN(test_sigterm_clean);
     TEST_RUN(test_fd_exhaustion);
+    TEST_RUN(test_start_after_sigkill);
     return test_finish();
 }
