@@ -753,9 +753,27 @@ void nn_conv2d_backward_ref(float *din, float *dw, float *db,
 /* ------------------------------------------------------------------ */
 /* maxpool2d */
 
-/* Window 2x2: plain maxima, written so the compiler vectorises it. */
-static void maxpool2_fast(float *out, const float *in, int planes, int h,
-                          int w)
+#ifdef NN_AVX2
+/* Maxima of four 2x2 windows from two rows of 8 inputs; relu of them
+ * into rout too unless it is NULL. */
+static inline void maxpool2_four(float *out, float *rout, const float *r0,
+                                 const float *r1)
+{
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256 v = _mm256_max_ps(_mm256_loadu_ps(r0), _mm256_loadu_ps(r1));
+    __m256 m = _mm256_max_ps(v, _mm256_permute_ps(v, 0xb1));
+    __m128 q = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(m, even));
+
+    _mm_storeu_ps(out, q);
+    if (rout != NULL)
+        _mm_storeu_ps(rout, _mm_max_ps(q, _mm_setzero_ps()));
+}
+#endif
+
+/* Window 2x2: plain maxima, four windows to a vector; relu(max) into
+ * rout too unless it is NULL. */
+static void maxpool2_fast(float *out, float *rout, const float *in,
+                          int planes, int h, int w)
 {
     int ho = h / 2, wo = w / 2;
 
@@ -764,15 +782,25 @@ static void maxpool2_fast(float *out, const float *in, int planes, int h,
 
         for (int y = 0; y < ho; y++) {
             const float *r0 = src + (size_t)2 * y * w, *r1 = r0 + w;
+            int x0 = 0;
 
-            for (int x = 0; x < wo; x++) {
+#ifdef NN_AVX2
+            for (; x0 + 4 <= wo; x0 += 4)
+                maxpool2_four(out + x0, rout ? rout + x0 : NULL,
+                              r0 + 2 * x0, r1 + 2 * x0);
+#endif
+            for (int x = x0; x < wo; x++) {
                 float a = r0[2 * x] > r0[2 * x + 1] ? r0[2 * x]
                                                     : r0[2 * x + 1];
                 float b = r1[2 * x] > r1[2 * x + 1] ? r1[2 * x]
                                                     : r1[2 * x + 1];
 
-                *out++ = a > b ? a : b;
+                out[x] = a > b ? a : b;
             }
+            for (int x = x0; rout != NULL && x < wo; x++)
+                rout[x] = out[x] > 0.0f ? out[x] : 0.0f;
+            out += wo;
+            rout = rout != NULL ? rout + wo : NULL;
         }
     }
 }
@@ -805,7 +833,7 @@ void nn_maxpool2d_forward(float *out, const float *in, int planes, int h,
 {
     /* the fast path ignores NaN, which finite parameters never produce */
     if (k == 2)
-        maxpool2_fast(out, in, planes, h, w);
+        maxpool2_fast(out, NULL, in, planes, h, w);
     else
         nn_maxpool2d_forward_ref(out, in, planes, h, w, k);
 }
@@ -832,7 +860,8 @@ static inline void maxpool2_backward_one(float *d0, float *d1,
 /* Four windows at once: lanes hold (even, odd) column pairs. */
 static inline void maxpool2_backward_four(float *d0, float *d1,
                                           const float *r0, const float *r1,
-                                          const float *m, const float *g)
+                                          const float *m, const float *g,
+                                          int relu)
 {
     const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
     const __m256 even = _mm256_castsi256_ps(
@@ -848,6 +877,10 @@ static inline void maxpool2_backward_four(float *d0, float *d1,
     __m256 any0 = _mm256_or_ps(eq0, sw0);
     __m256 ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
 
+    if (relu)
+        g2 = _mm256_and_ps(g2, _mm256_cmp_ps(m2, _mm256_setzero_ps(),
+                                             _CMP_GT_OQ));
+
     /* row 0: even lane if equal; odd lane if equal and even was not */
     __m256 f0 = _mm256_and_ps(
         eq0, _mm256_or_ps(even, _mm256_andnot_ps(sw0, ones)));
@@ -862,9 +895,12 @@ static inline void maxpool2_backward_four(float *d0, float *d1,
 }
 #endif
 
+/* With relu set, out is relu(max) and an output's gradient passes only
+ * where it is positive (a window whose max is not positive gets zeros,
+ * whichever input the comparison picks). */
 static void maxpool2_backward_fast(float *din, const float *dout,
                                    const float *out, const float *in,
-                                   int planes, int h, int w)
+                                   int planes, int h, int w, int relu)
 {
     int ho = h / 2, wo = w / 2;
 
@@ -880,11 +916,13 @@ static void maxpool2_backward_fast(float *din, const float *dout,
 #ifdef NN_AVX2
             for (; x + 4 <= wo; x += 4)
                 maxpool2_backward_four(d0 + 2 * x, d1 + 2 * x, r0 + 2 * x,
-                                       r1 + 2 * x, out + x, dout + x);
+                                       r1 + 2 * x, out + x, dout + x, relu);
 #endif
             for (; x < wo; x++)
                 maxpool2_backward_one(d0 + 2 * x, d1 + 2 * x, r0 + 2 * x,
-                                      r1 + 2 * x, out[x], dout[x]);
+                                      r1 + 2 * x, out[x],
+                                      !relu || out[x] > 0.0f ? dout[x]
+                                                             : 0.0f);
             out += wo;
             dout += wo;
         }
@@ -924,9 +962,72 @@ void nn_maxpool2d_backward(float *din, const float *dout, const float *out,
                            const float *in, int planes, int h, int w, int k)
 {
     if (k == 2 && h % 2 == 0 && w % 2 == 0)
-        maxpool2_backward_fast(din, dout, out, in, planes, h, w);
+        maxpool2_backward_fast(din, dout, out, in, planes, h, w, 0);
     else
         nn_maxpool2d_backward_ref(din, dout, out, in, planes, h, w, k);
+}
+
+/* ------------------------------------------------------------------ */
+/* maxpool2d followed by relu, in one pass */
+
+void nn_maxpool2d_relu_forward(float *pool, float *out, const float *in,
+                               int planes, int h, int w, int k)
+{
+    size_t n = (size_t)planes * (h / k) * (w / k);
+
+    if (k != 2) {
+        nn_maxpool2d_forward_ref(pool, in, planes, h, w, k);
+        nn_relu_forward(out, pool, n);
+        return;
+    }
+    maxpool2_fast(pool, out, in, planes, h, w);
+}
+
+void nn_maxpool2d_relu_forward_ref(float *pool, float *out, const float *in,
+                                   int planes, int h, int w, int k)
+{
+    nn_maxpool2d_forward_ref(pool, in, planes, h, w, k);
+    nn_relu_forward(out, pool, (size_t)planes * (h / k) * (w / k));
+}
+
+void nn_maxpool2d_relu_backward(float *din, const float *dout,
+                                const float *out, const float *in,
+                                int planes, int h, int w, int k)
+{
+    if (k == 2 && h % 2 == 0 && w % 2 == 0)
+        maxpool2_backward_fast(din, dout, out, in, planes, h, w, 1);
+    else
+        nn_maxpool2d_relu_backward_ref(din, dout, out, in, planes, h, w,
+                                       k);
+}
+
+void nn_maxpool2d_relu_backward_ref(float *din, const float *dout,
+                                    const float *out, const float *in,
+                                    int planes, int h, int w, int k)
+{
+    int ho = h / k, wo = w / k;
+
+    memset(din, 0, sizeof(float) * (size_t)planes * h * w);
+    for (int p = 0; p < planes; p++) {
+        const float *src = in + (size_t)p * h * w;
+        float *dst = din + (size_t)p * h * w;
+
+        for (int y = 0; y < ho; y++)
+            for (int x = 0; x < wo; x++) {
+                float m = *out++, g = *dout++;
+                int done = !(m > 0.0f);
+
+                for (int dy = 0; dy < k && !done; dy++)
+                    for (int dx = 0; dx < k && !done; dx++) {
+                        size_t at = (size_t)(y * k + dy) * w + x * k + dx;
+
+                        if (src[at] == m) {
+                            dst[at] += g;
+                            done = 1;
+                        }
+                    }
+            }
+    }
 }
 
 /* ------------------------------------------------------------------ */

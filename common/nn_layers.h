@@ -63,6 +63,24 @@ void nn_maxpool2d_backward_ref(float *din, const float *dout,
                                const float *out, const float *in,
                                int planes, int h, int w, int k);
 
+/*
+ * maxpool2d then relu, in one pass: pool receives the max-pool's output,
+ * out = relu(pool). Backward takes out (the relu's output) in place of
+ * the pool's: the gradient of out goes, where out > 0, to the first
+ * input of the window equal to it; din (C, N, H, W) is written. Same
+ * as the two layers' backward one after the other.
+ */
+void nn_maxpool2d_relu_forward(float *pool, float *out, const float *in,
+                               int planes, int h, int w, int k);
+void nn_maxpool2d_relu_forward_ref(float *pool, float *out, const float *in,
+                                   int planes, int h, int w, int k);
+void nn_maxpool2d_relu_backward(float *din, const float *dout,
+                                const float *out, const float *in,
+                                int planes, int h, int w, int k);
+void nn_maxpool2d_relu_backward_ref(float *din, const float *dout,
+                                    const float *out, const float *in,
+                                    int planes, int h, int w, int k);
+
 /* relu over n values; backward uses the output: din = dout * (out > 0). */
 void nn_relu_forward(float *out, const float *in, size_t n);
 void nn_relu_backward(float *din, const float *dout, const float *out,

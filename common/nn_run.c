@@ -188,6 +188,23 @@ static void forward_layer(nn_ctx_t *c, const nn_model_t *m, int i, int n,
     }
 }
 
+/* Layer i is a max-pool followed by a relu: the two run as one pass. */
+static int pool_relu_at(const nn_model_t *m, int i)
+{
+    return i >= 0 && i + 1 < m->nlayers &&
+           m->layers[i].kind == NN_MAXPOOL2D &&
+           m->layers[i + 1].kind == NN_RELU;
+}
+
+static void forward_pool_relu(nn_ctx_t *c, const nn_model_t *m, int i,
+                              int n)
+{
+    const nn_shape_t *s = &m->in_shape[i];
+
+    nn_maxpool2d_relu_forward(c->act[i + 1], c->act[i + 2], c->act[i],
+                              s->c * n, s->h, s->w, m->layers[i].k);
+}
+
 const float *nn_forward(nn_ctx_t *ctx, const nn_model_t *m,
                         const uint8_t *images, int n, int dropout,
                         uint64_t seed, uint64_t first)
@@ -201,7 +218,10 @@ const float *nn_forward(nn_ctx_t *ctx, const nn_model_t *m,
         if (dropout && (kind == NN_DROPOUT || kind == NN_DROPOUT2D) &&
             m->layers[i].p > 0.0f)
             dropout_masks(ctx, m, i, n, seed, first);
-        forward_layer(ctx, m, i, n, dropout);
+        if (pool_relu_at(m, i))
+            forward_pool_relu(ctx, m, i++, n);
+        else
+            forward_layer(ctx, m, i, n, dropout);
     }
     ctx->last_dropout = dropout;
     return ctx->act[m->nlayers];
@@ -273,8 +293,23 @@ double nn_backward(nn_ctx_t *ctx, const nn_model_t *m,
     /* input gradients are only needed above the first layer with
      * parameters */
     nn_nll_backward(ctx->grad[nl], labels, n, NN_CLASSES, scale);
-    for (int i = nl - 1; i >= 0; i--)
-        backward_layer(ctx, m, i, n, i > first_param);
+    for (int i = nl - 1; i >= 0; i--) {
+        if (!pool_relu_at(m, i - 1)) {
+            backward_layer(ctx, m, i, n, i > first_param);
+            continue;
+        }
+
+        /* relu i after max-pool i - 1: one pass from the relu's output
+         * gradient to the pool's input gradient */
+        const nn_shape_t *s = &m->in_shape[i - 1];
+
+        if (i - 1 > first_param)
+            nn_maxpool2d_relu_backward(ctx->grad[i - 1], ctx->grad[i + 1],
+                                       ctx->act[i + 1], ctx->act[i - 1],
+                                       s->c * n, s->h, s->w,
+                                       m->layers[i - 1].k);
+        i--;
+    }
     return loss;
 }
 

@@ -261,6 +261,45 @@ static void test_maxpool2d(void)
     free(x), free(y), free(yr), free(g), free(dx), free(rdx), free(yp);
 }
 
+/* max-pool then relu in one pass equals the two layers one by one */
+static void test_maxpool2d_relu(void)
+{
+    int planes = 6, h = 8, w = 8, ho = 4, wo = 4;
+    size_t ni = (size_t)planes * h * w, no = (size_t)planes * ho * wo;
+    float *x = rand_buf(ni), *pool = rand_buf(no), *out = rand_buf(no);
+    float *rpool = rand_buf(no), *rout = rand_buf(no), *g = rand_buf(no);
+    float *gr = rand_buf(no), *dx = rand_buf(ni), *rdx = rand_buf(ni);
+    float *fdx = rand_buf(ni);
+
+    x[0] = x[1] = 2.0f;         /* a tie: the first in row order wins */
+    x[w + 2] = x[w + 3] = 3.0f; /* a tie in a window's second row */
+    x[4] = x[5] = x[w + 4] = x[w + 5] = -1.0f; /* negative window */
+    x[6] = x[7] = x[w + 6] = x[w + 7] = 0.0f;  /* all-zero window */
+    for (int k = 2; k <= 3; k++) {
+        int pl = k == 2 ? planes : 2;
+        size_t nq = (size_t)pl * (h / k) * (w / k);
+
+        nn_maxpool2d_relu_forward(pool, out, x, pl, h, w, k);
+        nn_maxpool2d_forward_ref(rpool, x, pl, h, w, k);
+        nn_relu_forward(rout, rpool, nq);
+        CHECK(max_rel(pool, rpool, nq) == 0.0);
+        CHECK(max_rel(out, rout, nq) == 0.0);
+
+        nn_maxpool2d_relu_backward(fdx, g, out, x, pl, h, w, k);
+        nn_maxpool2d_relu_backward_ref(dx, g, out, x, pl, h, w, k);
+        nn_relu_backward(gr, g, rout, nq);
+        nn_maxpool2d_backward_ref(rdx, gr, rpool, x, pl, h, w, k);
+        CHECK(max_rel(fdx, rdx, (size_t)pl * h * w) == 0.0);
+        CHECK(max_rel(dx, rdx, (size_t)pl * h * w) == 0.0);
+        if (k != 2)
+            continue;
+        CHECK(fdx[0] == g[0] && fdx[1] == 0.0f);
+        CHECK(fdx[4] == 0.0f && fdx[w + 5] == 0.0f && fdx[6] == 0.0f);
+    }
+    free(x), free(pool), free(out), free(rpool), free(rout), free(g);
+    free(gr), free(dx), free(rdx), free(fdx);
+}
+
 static void test_relu_flatten(void)
 {
     float x[8] = {-1, 2, -3, 4, 0.5f, -0.5f, 7, -8}, y[8], g[8], dx[8];
@@ -532,6 +571,7 @@ int main(void)
     TEST_RUN(test_conv2d);
     TEST_RUN(test_linear);
     TEST_RUN(test_maxpool2d);
+    TEST_RUN(test_maxpool2d_relu);
     TEST_RUN(test_relu_flatten);
     TEST_RUN(test_logsoftmax_nll);
     TEST_RUN(test_dropout);
