@@ -205,7 +205,10 @@ void conn_send_response(conn_t *c, Dadc__Response *resp, bool counted)
     if (!counted)
         return;
 
+    /* An answer is activity too: the idle clock starts after the last
+     * one, not at the last byte the client sent. */
     c->inflight--;
+    c->last_active_ms = uv_now(c->srv->loop);
     if (c->draining)
         conn_maybe_close(c);
     else
@@ -497,7 +500,10 @@ void conn_sweep(conn_t *c, uint64_t now)
                   (double)cfg->frame_timeout_ms / 1000.0, c->in_len);
         return;
     }
+    /* Requests the server has not read or parsed yet (it paused reading
+     * under load) are not the client's silence. */
     if (!c->subscribed && c->inflight == 0 && !c->draining &&
+        c->in_len == 0 && !conn_paused(c) &&
         now - c->last_active_ms >= cfg->idle_timeout_ms)
         conn_close(c, "idle");
 }
