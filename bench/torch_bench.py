@@ -9,50 +9,15 @@ Exit status 0, 2 on bad use, 3 when torch is missing.
 """
 import json
 import os
-import struct
 import sys
 import time
 
-try:
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-except ImportError:
-    sys.stderr.write("torch_bench.py: torch is not installed\n")
-    sys.exit(3)
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
-        self.fc1 = nn.Linear(320, 50)
-        self.fc2 = nn.Linear(50, 10)
-
-    def forward(self, x):
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 320)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
-        x = self.fc2(x)
-        return F.log_softmax(x, dim=1)
-
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        buf = f.read()
-    ndim = buf[3]
-    dims = struct.unpack(">%dI" % ndim, buf[4:4 + 4 * ndim])
-    data = torch.frombuffer(bytearray(buf[4 + 4 * ndim:]), dtype=torch.uint8)
-    return data.reshape(dims)
-
-
-def normalise(images):
-    x = images.to(torch.float32).div(255.0).reshape(-1, 1, 28, 28)
-    return (x - 0.1307) / 0.3081
+# The model, the IDX reader and the normalisation are the parity test's,
+# so the benchmark runs exactly the module the tests compare against.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tests"))
+from torch_ref import Net, normalise, read_idx, torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def bench_train(net, x, y, steps):
