@@ -929,9 +929,15 @@ static void maxpool2_backward_fast(float *din, const float *dout,
     }
 }
 
-void nn_maxpool2d_backward_ref(float *din, const float *dout,
-                               const float *out, const float *in,
-                               int planes, int h, int w, int k)
+/*
+ * Plain-loop max-pool backward: each window's gradient goes to its first
+ * maximum. With relu, windows whose maximum is not positive (the relu
+ * after the pool zeroed them) pass nothing back.
+ */
+static void maxpool_backward_loops(float *din, const float *dout,
+                                   const float *out, const float *in,
+                                   int planes, int h, int w, int k,
+                                   int relu)
 {
     int ho = h / k, wo = w / k;
 
@@ -943,7 +949,7 @@ void nn_maxpool2d_backward_ref(float *din, const float *dout,
         for (int y = 0; y < ho; y++)
             for (int x = 0; x < wo; x++) {
                 float m = *out++, g = *dout++;
-                int done = 0;
+                int done = relu && !(m > 0.0f);
 
                 for (int dy = 0; dy < k && !done; dy++)
                     for (int dx = 0; dx < k && !done; dx++) {
@@ -956,6 +962,13 @@ void nn_maxpool2d_backward_ref(float *din, const float *dout,
                     }
             }
     }
+}
+
+void nn_maxpool2d_backward_ref(float *din, const float *dout,
+                               const float *out, const float *in,
+                               int planes, int h, int w, int k)
+{
+    maxpool_backward_loops(din, dout, out, in, planes, h, w, k, 0);
 }
 
 void nn_maxpool2d_backward(float *din, const float *dout, const float *out,
@@ -1005,29 +1018,7 @@ void nn_maxpool2d_relu_backward_ref(float *din, const float *dout,
                                     const float *out, const float *in,
                                     int planes, int h, int w, int k)
 {
-    int ho = h / k, wo = w / k;
-
-    memset(din, 0, sizeof(float) * (size_t)planes * h * w);
-    for (int p = 0; p < planes; p++) {
-        const float *src = in + (size_t)p * h * w;
-        float *dst = din + (size_t)p * h * w;
-
-        for (int y = 0; y < ho; y++)
-            for (int x = 0; x < wo; x++) {
-                float m = *out++, g = *dout++;
-                int done = !(m > 0.0f);
-
-                for (int dy = 0; dy < k && !done; dy++)
-                    for (int dx = 0; dx < k && !done; dx++) {
-                        size_t at = (size_t)(y * k + dy) * w + x * k + dx;
-
-                        if (src[at] == m) {
-                            dst[at] += g;
-                            done = 1;
-                        }
-                    }
-            }
-    }
+    maxpool_backward_loops(din, dout, out, in, planes, h, w, k, 1);
 }
 
 /* ------------------------------------------------------------------ */
